@@ -1,0 +1,76 @@
+# ImageEdit-R1 stack. `make help` lists the targets. Every target that runs Python sets up .venv/ first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Training launch knobs (see recipes/README.md).
+NODES ?= 1
+GPUS ?= 8
+RECIPE ?= imageedit_r1_qwen2_5_vl_7b
+ARGS ?=
+CKPT ?=
+OUT ?=
+
+# The checkout is importable as is (reward_fns, data_prep, inference, eval, recipes), also in Ray workers.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# No model hub on our machines; tests and the demo build tiny models offline.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+# W&B logs offline unless a key is present.
+export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help setup test test-slow lint style demo bench train submit export tiny clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# pip 23's resolver backtracks for many minutes on verl's extras; a current pip resolves at once.
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade "pip>=25"
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv/ with the CPU/dev install (idempotent; seconds when nothing changed)
+
+test: $(STAMP) ## Run the fast test suite (offline, CPU)
+	$(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Run the slow tests too (whole demo, longer training)
+	$(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+style: $(STAMP) ## Fix what ruff can fix and format the code
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+demo: $(STAMP) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report
+	$(PY) -m recipes.demo $(ARGS)
+
+bench: $(STAMP) ## Benchmarks of every stage; results in outputs/bench/
+	@set -e; for m in reward_fns data_prep recipes inference eval; do \
+	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench; fi; done
+
+train: $(STAMP) ## GRPO on verl: make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]
+	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) bash recipes/train.sh $(ARGS)
+
+submit: $(STAMP) ## Same job to a running Ray cluster (RAY_ADDRESS=http://head:8265)
+	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) bash recipes/submit.sh $(ARGS)
+
+export: $(STAMP) ## Merge a verl FSDP checkpoint into a HF folder: make export CKPT=.../global_step_N [OUT=dir]
+	CKPT=$(CKPT) OUT=$(OUT) bash recipes/export.sh
+
+tiny: $(STAMP) ## Build the tiny offline models into outputs/tiny (make tiny OUT=dir)
+	$(PY) -m inference.tiny --out $(if $(OUT),$(OUT),outputs/tiny)
+
+clean: ## Remove outputs (keeps .venv)
+	rm -rf outputs wandb .pytest_cache .ruff_cache

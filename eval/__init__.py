@@ -1,0 +1,1 @@
+"""Evaluation: VLM-as-judge, principle-wise verifier, reference metrics, and reports."""

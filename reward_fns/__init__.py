@@ -1,0 +1,1 @@
+"""Reward functions for verl / EasyR1 GRPO (loadable by file path)."""
