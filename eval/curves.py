@@ -1,0 +1,159 @@
+"""Training reward curves (the paper's Figure 3) from a run's metrics log.
+
+Two log shapes are read, one JSON object per line:
+
+* ours, written by both trainers: ``{"step": 3, "train/reward/score": 0.41, "train/reward/format": ...}``
+* verl's ``file`` logger (``trainer.logger=[file]``): ``{"step": 3, "data": {...metrics...}}``
+
+Both become flat dicts with an int ``step``. Metric names come from `reward_fns.components`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric
+
+#: verl's own per-step mean sequence score, used for the overall curve when ours is absent.
+VERL_SCORE_METRIC = "critic/score/mean"
+
+
+def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One log record as a flat dict (verl's file logger nests the metrics under "data")."""
+    flat = {k: v for k, v in record.items() if k != "data"}
+    data = record.get("data")
+    if isinstance(data, Mapping):
+        flat.update(data)
+    return flat
+
+
+def load_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Per-step metric dicts sorted by step; a step logged twice (resumed run) merges, later values win.
+
+    `path` is a ``metrics.jsonl`` file or a run folder holding one. A torn last line (a trainer
+    killed mid-write) is skipped with a warning; any other bad line is a ValueError naming it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics log not found: {path}")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    by_step: dict[int, dict[str, Any]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # no trailing newline: the writer was interrupted
+                warnings.warn(f"{path}:{number}: skipping torn last line ({exc.msg})", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON object ({exc.msg}): {line[:200]!r}") from None
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        flat = _flatten(record)
+        step = flat.get("step")
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"{path}:{number}: missing or non-integer 'step': {line[:200]!r}")
+        flat["step"] = step
+        by_step[step] = {**by_step.get(step, {}), **flat}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _series(metrics: Sequence[Mapping[str, Any]], name: str) -> tuple[list[int], list[float]]:
+    steps, values = [], []
+    for m in metrics:
+        v = m.get(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            steps.append(int(m["step"]))
+            values.append(float(v))
+    return steps, values
+
+
+def reward_series(metrics: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """Curves to draw, by label: the overall score then each reward component that was logged."""
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    score = _series(metrics, train_metric(SCORE_KEY))
+    if not score[0]:
+        score = _series(metrics, VERL_SCORE_METRIC)
+    if score[0]:
+        curves[SCORE_KEY] = score
+    for component in REWARD_COMPONENTS:
+        series = _series(metrics, train_metric(component))
+        if series[0]:
+            curves[component] = series
+    return curves
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    if window <= 1:
+        return values
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def save_figure_atomic(fig: Any, out_png: str | os.PathLike) -> Path:
+    """Save a matplotlib figure to a temp file in the target folder, then os.replace it."""
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def plot_reward_curves(
+    metrics: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    out_png: str | os.PathLike,
+    title: str | None = None,
+    smooth: int = 1,
+) -> Path:
+    """One line per reward component (and the overall score, dashed) against the training step.
+
+    `metrics` is what `load_metrics` returns (or a path it accepts); `smooth` is a trailing
+    moving-average window. Raises ValueError when no reward metric is present.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if isinstance(metrics, (str, os.PathLike)):
+        metrics = load_metrics(metrics)
+    curves = reward_series(metrics)
+    if not curves:
+        wanted = [train_metric(c) for c in (SCORE_KEY, *REWARD_COMPONENTS)]
+        raise ValueError(f"no reward metrics to plot: expected some of {wanted} in the log")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    try:
+        for label, (steps, values) in curves.items():
+            style = "--" if label == SCORE_KEY else "-"
+            ax.plot(steps, _moving_average(values, smooth), style, label=label, linewidth=1.6)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("mean reward")
+        ax.set_title(title or "Training rewards")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        return save_figure_atomic(fig, out_png)
+    finally:
+        plt.close(fig)
