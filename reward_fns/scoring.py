@@ -1,0 +1,143 @@
+"""Scoring of decomposition answers against ground truths: options, ground-truth cache, the exact
+(paper) reward and the dispatch to the soft matching modes. `reward_fns/imageedit_r1.py` is the thin
+entry file verl and EasyR1 load by path; the logic lives here so it is imported once, normally."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from inference.protocol import (
+    GROUND_TRUTH_KEYS,
+    TAG_OF_FIELD,
+    Decomposition,
+    answer_region_start,
+    check_format,
+    parse_items,
+    tag_content,
+)
+from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY
+from reward_fns.matching import normalise_items, set_f1
+
+#: Matching modes of the content rewards.
+MATCH_MODES: tuple[str, ...] = ("exact", "fuzzy", "semantic")
+#: Reward component of each ground-truth field.
+COMPONENT_OF_FIELD: dict[str, str] = {"actions": "action", "subjects": "subject", "goals": "goal"}
+#: Keys of every reward dict, in order.
+REWARD_KEYS: tuple[str, ...] = (SCORE_KEY, *REWARD_COMPONENTS)
+
+
+@dataclass(frozen=True)
+class RewardOptions:
+    """Matching mode and component weights, validated once from the call's kwargs."""
+
+    mode: str = "exact"
+    weights: tuple[float, ...] = (1.0,) * len(REWARD_COMPONENTS)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> RewardOptions:
+        mode = str(kwargs.get("mode", "exact"))
+        if mode not in MATCH_MODES:
+            raise ValueError(f"reward option mode must be one of {MATCH_MODES}, got {mode!r}")
+        raw_weights = kwargs.get("weights") or {}
+        if not isinstance(raw_weights, Mapping):
+            raise ValueError(
+                f"reward option weights must be a mapping component -> weight, got {raw_weights!r}"
+            )
+        unknown = set(raw_weights) - set(REWARD_COMPONENTS)
+        if unknown:
+            raise ValueError(
+                f"reward option weights has unknown components {sorted(unknown)}; use {REWARD_COMPONENTS}"
+            )
+        weights = tuple(float(raw_weights.get(c, 1.0)) for c in REWARD_COMPONENTS)
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(
+                f"reward weights must be non-negative with a positive sum, got {dict(raw_weights)}"
+            )
+        return cls(mode=mode, weights=weights)
+
+
+@functools.lru_cache(maxsize=1024)
+def _options_cached(mode: str, weights_items: tuple[tuple[str, Any], ...]) -> RewardOptions:
+    return RewardOptions.from_kwargs({"mode": mode, "weights": dict(weights_items)})
+
+
+def options_from_kwargs(kwargs: Mapping[str, Any]) -> RewardOptions:
+    """Validated options (cached: verl passes the same reward_kwargs on every call)."""
+    weights = kwargs.get("weights") or {}
+    if isinstance(weights, Mapping):
+        try:
+            return _options_cached(str(kwargs.get("mode", "exact")), tuple(sorted(weights.items())))
+        except TypeError:  # unhashable weight values: validate uncached for the error message
+            pass
+    return RewardOptions.from_kwargs(kwargs)
+
+
+@functools.lru_cache(maxsize=65536)
+def _truth_sets_from_json(ground_truth: str) -> tuple[frozenset[str], ...]:
+    return _truth_sets(Decomposition.from_ground_truth(ground_truth))
+
+
+def _truth_sets(truth: Decomposition) -> tuple[frozenset[str], ...]:
+    return tuple(normalise_items(getattr(truth, key)) for key in GROUND_TRUTH_KEYS)
+
+
+def ground_truth_sets(ground_truth: str | Mapping[str, Any]) -> tuple[frozenset[str], ...]:
+    """Normalised (actions, subjects, goals) sets of a ground truth; ValueError on a malformed one.
+    JSON strings are parsed once per process (the same prompt is scored n times per step)."""
+    if isinstance(ground_truth, str):
+        return _truth_sets_from_json(ground_truth)
+    if isinstance(ground_truth, Mapping):
+        return _truth_sets(Decomposition.from_ground_truth(ground_truth))
+    if isinstance(ground_truth, bytes):
+        return _truth_sets_from_json(ground_truth.decode("utf-8", errors="replace"))
+    raise ValueError(
+        f"ground truth must be a JSON string or a mapping, got {type(ground_truth).__name__}: {ground_truth!r:.200}"
+    )
+
+
+def predicted_contents(response: str) -> tuple[str | None, ...]:
+    """Raw content of the action, subjects and goals tags in the answer region (None if missing)."""
+    start = answer_region_start(response)
+    return tuple(tag_content(response, TAG_OF_FIELD[key], start) for key in GROUND_TRUTH_KEYS)
+
+
+def as_text(response: Any) -> str:
+    """Model output as text: None is empty, bytes are decoded, anything else is str()-ed."""
+    if isinstance(response, str):
+        return response
+    if response is None:
+        return ""
+    if isinstance(response, bytes):
+        return response.decode("utf-8", errors="replace")
+    return str(response)
+
+
+def weighted_score(components: Mapping[str, float], weights: tuple[float, ...]) -> float:
+    """(wf*format + wa*action + ws*subject + wg*goal) / (wf + wa + ws + wg)."""
+    total = sum(w * components[c] for c, w in zip(REWARD_COMPONENTS, weights, strict=True))
+    return min(1.0, max(0.0, total / sum(weights)))
+
+
+def score_exact(
+    response: str, ground_truth: str | Mapping[str, Any], options: RewardOptions
+) -> dict[str, float]:
+    """Reward dict of one response in exact mode (the paper's reward)."""
+    truth = ground_truth_sets(ground_truth)
+    components = {"format": 1.0 if check_format(response) else 0.0}
+    for key, content, truth_set in zip(GROUND_TRUTH_KEYS, predicted_contents(response), truth, strict=True):
+        components[COMPONENT_OF_FIELD[key]] = (
+            0.0 if content is None else set_f1(normalise_items(parse_items(content)), truth_set)
+        )
+    return {SCORE_KEY: weighted_score(components, options.weights), **components}
+
+
+def score_responses(
+    responses: list[Any], ground_truths: list[str | Mapping[str, Any]], options: RewardOptions
+) -> list[dict[str, float]]:
+    """Reward dicts (keys score, format, action, subject, goal) of many responses in any mode."""
+    if options.mode != "exact":
+        raise NotImplementedError(f"matching mode {options.mode!r} is not implemented yet")
+    return [score_exact(as_text(r), t, options) for r, t in zip(responses, ground_truths, strict=True)]
