@@ -152,13 +152,25 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2000)
     return hf
 
 
-def build_processor(tokenizer, size: TinyVLMSize = TinyVLMSize()):
-    """The real Qwen2.5-VL processor class around the tiny tokenizer."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+#: Supported tiny VLM architectures: Qwen2.5-VL (the paper's agent) and Qwen3-VL (its Table 3 ablation).
+VLM_ARCHS = ("qwen2_5_vl", "qwen3_vl")
 
-    image_processor = Qwen2VLImageProcessor(min_pixels=size.min_pixels, max_pixels=size.max_pixels)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=size.min_pixels, max_pixels=size.max_pixels)
-    return Qwen2_5_VLProcessor(
+
+def build_processor(tokenizer, size: TinyVLMSize = TinyVLMSize(), arch: str = "qwen2_5_vl"):
+    """The real processor class of `arch` around the tiny tokenizer."""
+    import transformers as tf
+
+    if arch == "qwen3_vl":  # 16-pixel patches: same number of image tokens as 14-pixel ones at this scale
+        scale = 16 * 16 / (14 * 14)
+        pixels = {"shortest_edge": int(size.min_pixels * scale), "longest_edge": int(size.max_pixels * scale)}
+        image_processor = tf.Qwen2VLImageProcessor(patch_size=16, merge_size=2, size=pixels)
+        video_processor = tf.Qwen3VLVideoProcessor(patch_size=16, merge_size=2, size=pixels)
+        cls = tf.Qwen3VLProcessor
+    else:
+        image_processor = tf.Qwen2VLImageProcessor(min_pixels=size.min_pixels, max_pixels=size.max_pixels)
+        video_processor = tf.Qwen2VLVideoProcessor(min_pixels=size.min_pixels, max_pixels=size.max_pixels)
+        cls = tf.Qwen2_5_VLProcessor
+    return cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
@@ -167,51 +179,65 @@ def build_processor(tokenizer, size: TinyVLMSize = TinyVLMSize()):
 
 
 def build_tiny_vlm(
-    out_dir: str | Path, corpus: Iterable[str] | None = None, seed: int = 0, size: TinyVLMSize = TinyVLMSize()
+    out_dir: str | Path,
+    corpus: Iterable[str] | None = None,
+    seed: int = 0,
+    size: TinyVLMSize = TinyVLMSize(),
+    arch: str = "qwen2_5_vl",
 ) -> Path:
-    """Save a tiny Qwen2_5_VLForConditionalGeneration + processor to `out_dir`; returns the folder.
+    """Save a tiny VLM (Qwen2_5_VLForConditionalGeneration, or Qwen3VLForConditionalGeneration with
+    arch="qwen3_vl") + processor to `out_dir`; returns the folder.
 
     Loads back with `AutoProcessor.from_pretrained(out_dir)` and
     `AutoModelForImageTextToText.from_pretrained(out_dir)`, like the 7B checkpoint.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers as tf
 
+    if arch not in VLM_ARCHS:
+        raise ValueError(f"unknown tiny VLM arch {arch!r}; choose one of {VLM_ARCHS}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(corpus)
-    processor = build_processor(tokenizer, size)
+    processor = build_processor(tokenizer, size, arch)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     head_dim = size.text_hidden // size.text_heads
     half = head_dim // 2  # mrope sections must sum to head_dim / 2
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=size.text_hidden,
-            intermediate_size=2 * size.text_hidden,
-            num_hidden_layers=size.text_layers,
-            num_attention_heads=size.text_heads,
-            num_key_value_heads=size.text_kv_heads,
-            max_position_embeddings=4096,
-            tie_word_embeddings=True,
-            rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 1e6},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=size.vision_depth,
-            hidden_size=size.vision_hidden,
-            intermediate_size=2 * size.vision_hidden,
-            num_heads=2,
-            out_hidden_size=size.text_hidden,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[size.vision_depth - 1],
-        ),
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=2 * size.text_hidden,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 1e6},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(
+        depth=size.vision_depth,
+        hidden_size=size.vision_hidden,
+        intermediate_size=2 * size.vision_hidden,
+        num_heads=2,
+        out_hidden_size=size.text_hidden,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    if arch == "qwen3_vl":
+        text.update(head_dim=head_dim)
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0])
+        config_cls, model_cls = tf.Qwen3VLConfig, tf.Qwen3VLForConditionalGeneration
+    else:
+        vision.update(patch_size=14, window_size=112, fullatt_block_indexes=[size.vision_depth - 1])
+        config_cls, model_cls = tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration
+    config = config_cls(
+        text_config=text,
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -219,8 +245,8 @@ def build_tiny_vlm(
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
+    model = model_cls(config).eval()
+    model.generation_config = tf.GenerationConfig(
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],
         do_sample=False,
@@ -423,6 +449,7 @@ def build_tiny_qwen_image_edit(out_dir: str | Path, seed: int = 0) -> Path:
 
 BUILDERS = {
     "vlm": lambda out, corpus, seed: build_tiny_vlm(out, corpus=corpus, seed=seed),
+    "qwen3_vl": lambda out, corpus, seed: build_tiny_vlm(out, corpus=corpus, seed=seed, arch="qwen3_vl"),
     "flux_kontext": lambda out, corpus, seed: build_tiny_flux_kontext(out, seed=seed),
     "qwen_image_edit": lambda out, corpus, seed: build_tiny_qwen_image_edit(out, seed=seed),
 }
