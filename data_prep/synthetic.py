@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -26,6 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 
+from data_prep.atomic import atomic_path
 from inference.protocol import Decomposition, EditPlan, render_decomposition, render_plan
 
 #: Key of the scene JSON in `image.info` and in the PNG text chunks.
@@ -213,19 +213,12 @@ def scene_of(image: Image.Image) -> Scene | None:
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG with `image.info`'s string entries as text chunks, atomically (temp + os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = PngInfo()
     for key, value in image.info.items():
         if isinstance(key, str) and isinstance(value, str):
             meta.add_text(key, value)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", pnginfo=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=meta)
     return path
 
 
@@ -413,7 +406,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "add": (
         "add {a_new} at the {goal}",
-        "put {a_new} in the {goal}",
+        "put {a_new} at the {goal}",
         "draw {a_new} at the {goal}",
         "place {a_new} at the {goal}",
         "~there should be {a_new} at the {goal}",
@@ -644,3 +637,109 @@ def corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> list[st
         lines.append(render_plan(item.plan))
         lines.append(single_turn_instruction(item.plan))
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a dataset folder (CLI)
+
+
+def training_example(item: SyntheticItem):
+    """The writers' row source for one item (image encoded as PNG)."""
+    from data_prep.writers import TrainingExample, png_bytes
+
+    return TrainingExample(
+        id=item.id,
+        source=SOURCE,
+        instruction=item.request,
+        image_png=png_bytes(item.image),
+        decomposition=item.decomposition,
+        plan=item.plan,
+    )
+
+
+def eval_record(item: SyntheticItem, folder: str | os.PathLike):
+    """Save the item's input and exact target under `folder/images/` and return its Record."""
+    from data_prep.records import IMAGES_DIR, Record
+
+    images = Path(folder) / IMAGES_DIR
+    source = save_png(item.image, images / f"{item.id}.png")
+    target = save_png(item.target_image, images / f"{item.id}.target.png")
+    return Record(
+        id=item.id,
+        source=SOURCE,
+        instruction=item.request,
+        image=source.resolve(),
+        references=(target.resolve(),),
+        decomposition=item.decomposition,
+        plan=item.plan,
+    )
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    train: int = 2000,
+    val: int = 256,
+    seed: int = 0,
+    min_edits: int = 1,
+    max_edits: int = 4,
+    image_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Write the synthetic set: RL/SFT/EasyR1 parquet for train and val, the val items as an eval
+    folder (`records.jsonl` + `images/`), `corpus.txt` and `manifest.json`. Streamed and atomic."""
+    from tqdm import tqdm
+
+    from data_prep.atomic import atomic_open, write_json
+    from data_prep.records import write_records
+    from data_prep.writers import write_training_sets
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = dict(seed=seed, min_edits=min_edits, max_edits=max_edits, image_size=image_size)
+    bar = lambda it, n, desc: tqdm(it, total=n, desc=desc, disable=not progress, mininterval=1)  # noqa: E731
+    counts = {}
+    train_items = bar(generate_items(train, **kw), train, "synthetic train")
+    counts |= write_training_sets(out, (training_example(i) for i in train_items), "train")
+    val_items = bar(generate_items(val, start=train, **kw), val, "synthetic val")
+    counts |= write_training_sets(out, (training_example(i) for i in val_items), "val")
+    eval_items = bar(generate_items(val, start=train, **kw), val, "synthetic eval")
+    write_records(out, (eval_record(i, out) for i in eval_items))
+    counts["records.jsonl"] = val
+    with atomic_open(out / "corpus.txt") as fh:
+        for line in corpus(generate_items(train, **kw)):
+            fh.write(line + "\n")
+    manifest = {"source": SOURCE, "train": train, "val": val, **kw, "files": counts}
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--val", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-edits", type=int, default=1)
+    parser.add_argument("--max-edits", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    manifest = write_dataset(
+        args.out,
+        train=args.train,
+        val=args.val,
+        seed=args.seed,
+        min_edits=args.min_edits,
+        max_edits=args.max_edits,
+        image_size=args.image_size,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(manifest["files"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Training-data writers: verl RL parquet, verl SFT parquet (cold start) and EasyR1 parquet.
+
+All three are streamed (one row group at a time through `pyarrow.parquet.ParquetWriter`) and
+written atomically, so peak memory does not grow with the dataset and a killed run leaves no
+half-written file. Column layouts:
+
+- verl RL (`verl.utils.dataset.rl_dataset.RLHFDataset`): `data_source`, `prompt` (chat messages;
+  the user text holds one `<image>` per image), `images` (list of HF image structs
+  {bytes, path}), `ability`, `reward_model` {style, ground_truth = `Decomposition.to_json()`},
+  `extra_info` {index, id, split, request, plan}.
+- verl SFT (`verl.utils.dataset.multiturn_sft_dataset.MultiTurnSFTDataset`, the dataset of
+  verl 0.9.1's `sft_trainer`): `messages` (user prompt with `<image>` + assistant answer
+  `render_decomposition(gt)`), `images`, plus `id`, `data_source`.
+- EasyR1 (`verl.utils.dataset.RLHFDataset` of hiyouga/EasyR1): `prompt` (plain string with
+  `<image>`), `answer` (ground-truth JSON string), `images`, plus `id`, `data_source`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from data_prep.atomic import temp_path_near
+from inference.prompts import IMAGE_PLACEHOLDER, decomposition_prompt
+from inference.protocol import Decomposition, EditPlan, render_decomposition
+
+#: verl's `ability` column; verl passes it through untouched.
+ABILITY = "image_edit_decomposition"
+ROW_GROUP_ROWS = 256
+
+_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+RL_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(_MESSAGE)),
+        ("images", pa.list_(_IMAGE)),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        (
+            "extra_info",
+            pa.struct(
+                [
+                    ("index", pa.int64()),
+                    ("id", pa.string()),
+                    ("split", pa.string()),
+                    ("request", pa.string()),
+                    ("plan", pa.list_(pa.string())),
+                ]
+            ),
+        ),
+    ]
+)
+SFT_SCHEMA = pa.schema(
+    [
+        ("messages", pa.list_(_MESSAGE)),
+        ("images", pa.list_(_IMAGE)),
+        ("id", pa.string()),
+        ("data_source", pa.string()),
+    ]
+)
+EASYR1_SCHEMA = pa.schema(
+    [
+        ("prompt", pa.string()),
+        ("answer", pa.string()),
+        ("images", pa.list_(_IMAGE)),
+        ("id", pa.string()),
+        ("data_source", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """What every training row is made of: one image, one request, its ground truth."""
+
+    id: str
+    source: str
+    instruction: str
+    image_png: bytes
+    decomposition: Decomposition
+    plan: EditPlan | None = None
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode as PNG (lossless; small for the synthetic images)."""
+    buf = io.BytesIO()
+    (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def user_prompt_text(instruction: str) -> str:
+    """The decomposition prompt with the image placeholder first (images precede text, as in
+    `inference.prompts.user_message`)."""
+    return IMAGE_PLACEHOLDER + decomposition_prompt(instruction)
+
+
+def _image_list(example: TrainingExample) -> list[dict[str, Any]]:
+    return [{"bytes": example.image_png, "path": None}]
+
+
+def verl_rl_row(example: TrainingExample, index: int, split: str) -> dict[str, Any]:
+    return {
+        "data_source": example.source,
+        "prompt": [{"role": "user", "content": user_prompt_text(example.instruction)}],
+        "images": _image_list(example),
+        "ability": ABILITY,
+        "reward_model": {"style": "rule", "ground_truth": example.decomposition.to_json()},
+        "extra_info": {
+            "index": index,
+            "id": example.id,
+            "split": split,
+            "request": example.instruction,
+            "plan": None if example.plan is None else list(example.plan.sub_requests),
+        },
+    }
+
+
+def verl_sft_row(example: TrainingExample) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": user_prompt_text(example.instruction)},
+            {"role": "assistant", "content": render_decomposition(example.decomposition)},
+        ],
+        "images": _image_list(example),
+        "id": example.id,
+        "data_source": example.source,
+    }
+
+
+def easyr1_row(example: TrainingExample) -> dict[str, Any]:
+    return {
+        "prompt": user_prompt_text(example.instruction),
+        "answer": example.decomposition.to_json(),
+        "images": _image_list(example),
+        "id": example.id,
+        "data_source": example.source,
+    }
+
+
+class ParquetStreamWriter:
+    """Append rows; flush a row group every `row_group_rows`; the file appears only on `close()`."""
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS):
+        self.path = Path(path)
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._pending: list[dict[str, Any]] = []
+        self._tmp = temp_path_near(self.path)
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            self.rows += len(self._pending)
+            self._pending = []
+
+    def close(self) -> Path:
+        self._flush()
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file (the destination keeps whatever it held before)."""
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ParquetStreamWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_parquet(path: str | os.PathLike, schema: pa.Schema, rows: Iterable[dict[str, Any]]) -> int:
+    """Stream `rows` into `path` atomically; returns the row count."""
+    with ParquetStreamWriter(path, schema) as writer:
+        for row in rows:
+            writer.write(row)
+    return writer.rows
+
+
+def write_training_sets(
+    out_dir: str | os.PathLike,
+    examples: Iterable[TrainingExample],
+    split: str,
+    rl: bool = True,
+    sft: bool = True,
+    easyr1: bool = True,
+    name: str | None = None,
+) -> dict[str, int]:
+    """Write `<name or split>.parquet` (verl RL), `sft_<..>.parquet` and `easyr1_<..>.parquet` in one
+    pass over `examples`; returns rows written per file name."""
+    out = Path(out_dir)
+    stem = name or split
+    writers: dict[str, tuple[ParquetStreamWriter, Any]] = {}
+    if rl:
+        writers[f"{stem}.parquet"] = (ParquetStreamWriter(out / f"{stem}.parquet", RL_SCHEMA), "rl")
+    if sft:
+        writers[f"sft_{stem}.parquet"] = (ParquetStreamWriter(out / f"sft_{stem}.parquet", SFT_SCHEMA), "sft")
+    if easyr1:
+        writers[f"easyr1_{stem}.parquet"] = (
+            ParquetStreamWriter(out / f"easyr1_{stem}.parquet", EASYR1_SCHEMA),
+            "easyr1",
+        )
+    try:
+        for index, example in enumerate(examples):
+            for writer, kind in writers.values():
+                if kind == "rl":
+                    writer.write(verl_rl_row(example, index, split))
+                elif kind == "sft":
+                    writer.write(verl_sft_row(example))
+                else:
+                    writer.write(easyr1_row(example))
+    except BaseException:
+        for writer, _ in writers.values():
+            writer.abort()
+        raise
+    counts = {}
+    for file, (writer, _) in writers.items():
+        writer.close()
+        counts[file] = writer.rows
+    return counts
