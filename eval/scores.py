@@ -1,0 +1,119 @@
+"""Judge score files: JSONL, one judged item per line (the cross-team contract).
+
+``{"id", "benchmark", "editor", "method", "evaluator", "fulfillment", "quality", "preservation",
+"total", "error"}``; a failed judgement has `error` set and null scores, never zeros. Extra keys
+(reasoning, principle verdicts, ...) are allowed and kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from eval.parsing import CRITERIA, RUBRIC
+
+SCORE_FIELDS: tuple[str, ...] = (
+    "id",
+    "benchmark",
+    "editor",
+    "method",
+    "evaluator",
+    "fulfillment",
+    "quality",
+    "preservation",
+    "total",
+    "error",
+)
+LABEL_FIELDS: tuple[str, ...] = ("id", "benchmark", "editor", "method", "evaluator")
+VALUE_RANGES: dict[str, float] = {**RUBRIC, "total": sum(RUBRIC.values())}
+
+
+def validate_score(row: Mapping[str, Any], where: str = "score") -> dict[str, Any]:
+    """The row as a dict if it follows the contract; else ValueError naming the field and `where`."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [f for f in SCORE_FIELDS if f not in row]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
+    for f in LABEL_FIELDS:
+        if not isinstance(row[f], str) or not row[f]:
+            raise ValueError(f"{where}: field {f!r} must be a non-empty string, got {row[f]!r}")
+    error = row["error"]
+    values = {f: row[f] for f in VALUE_RANGES}
+    if error is not None:
+        if not isinstance(error, str) or not error:
+            raise ValueError(f"{where}: 'error' must be null or a non-empty string, got {error!r}")
+        if any(v is not None for v in values.values()):
+            raise ValueError(
+                f"{where}: a failed judgement ({error[:80]!r}) must have null scores, got {values}"
+            )
+        return dict(row)
+    for f, top in VALUE_RANGES.items():
+        v = values[f]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}: {f!r} must be a number when 'error' is null, got {v!r}")
+        if not 0 <= v <= top:
+            raise ValueError(f"{where}: {f!r}={v} outside 0-{top}")
+    if not math.isclose(sum(values[c] for c in CRITERIA), values["total"], abs_tol=1e-6):
+        raise ValueError(f"{where}: 'total' {values['total']} is not the sum of the criteria {values}")
+    return dict(row)
+
+
+def read_scores(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """All rows of one or more score files (or folders of `*.jsonl`), validated."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.jsonl")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"score file not found: {p}")
+    rows = []
+    for f in files:
+        for number, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{f}:{number}: not JSON ({exc.msg}): {line[:200]!r}") from None
+            rows.append(validate_score(obj, where=f"{f}:{number}"))
+    return rows
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write via a temp file in the same folder and os.replace, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_scores(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Validate and write score rows as JSONL, atomically."""
+    lines = [
+        json.dumps(validate_score(r, where=f"row {i}"), ensure_ascii=False)
+        for i, r in enumerate(rows, start=1)
+    ]
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))
