@@ -91,3 +91,25 @@ def test_http_judge_retries_an_unreadable_answer_then_records_failure(images):
         results = RubricJudge(_backend(server.url), retries=2).judge_many([JudgeItem("x", *images)])
     assert not results[0].ok and results[0].score_fields()["total"] is None
     assert len(server.requests) == 3 and "after 3 attempts" in results[0].error
+
+
+def test_batch_rerun_against_the_server_sends_no_request(tmp_path):
+    """An interrupted-then-finished batch and a full rerun: the server counts what is asked."""
+    from eval.batch import judge_run
+    from inference.editors import make_editor
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
+    from inference.testing import write_synthetic_eval_set
+
+    records = write_synthetic_eval_set(tmp_path / "data", 4, seed=2)
+    pipeline = EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer())
+    pipeline.run(items_from_records(records), tmp_path / "runs", "single", progress=False)
+    kwargs = dict(benchmark="synthetic", evaluator="GPT-4o", cache_dir=tmp_path / "cache", progress=False)
+    with JudgeServer() as server:
+        rows = judge_run(
+            tmp_path / "runs" / "single", RubricJudge(_backend(server.url)), tmp_path / "s.jsonl", **kwargs
+        )
+        assert len(server.requests) == 4 and all(r["total"] == 9 for r in rows)
+        again = judge_run(
+            tmp_path / "runs" / "single", RubricJudge(_backend(server.url)), tmp_path / "s.jsonl", **kwargs
+        )
+        assert len(server.requests) == 4 and again == rows
