@@ -1,0 +1,208 @@
+"""The decomposition and sequencing agents (paper Algorithm 1, steps 10 and 12).
+
+Both work on batches (one backend call for the whole batch, then per-item retries for answers that
+cannot be parsed), keep the raw text next to the parse, and never raise for one bad item: a failure
+is returned as that item's `error`. Retries are per item with seed `seed + attempt`, so what an item
+gets does not depend on which other items share its batch (greedy first attempts are batch-independent
+too, up to floating-point differences of padding).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from inference.backends import ChatBackend, Conversation, Sampling
+from inference.prompts import decomposition_prompt, sequencing_prompt, user_message
+from inference.protocol import Decomposition, EditPlan, parse_decomposition, parse_plan
+
+log = logging.getLogger(__name__)
+
+
+def chat_each(backend: ChatBackend, conversations: Sequence[Conversation], sampling: Sampling) -> list[Any]:
+    """One completion per conversation, or the exception for that conversation (never raises).
+
+    Tries the whole batch first; if the backend fails, falls back to one call per conversation so a
+    single bad item (oversized image, server error) cannot take its batch down with it.
+    """
+    if not conversations:
+        return []
+    try:
+        return [texts[0] for texts in backend.chat(conversations, sampling)]
+    except Exception as exc:  # noqa: BLE001 - per-item fallback below names the culprit
+        if len(conversations) == 1:
+            return [exc]
+        log.warning("batched chat failed (%s: %s); retrying item by item", type(exc).__name__, exc)
+    out: list[Any] = []
+    for conv in conversations:
+        try:
+            out.append(backend.chat([conv], sampling)[0][0])
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What an agent produced for one item: the raw answer, its parse (None when unusable), the error."""
+
+    raw: str | None
+    parsed: Any
+    attempts: int
+    format_ok: bool = False
+    error: str | None = None
+
+
+class _RetryingAgent:
+    """Batch call, then bounded per-item retries until `parse(raw)` gives something usable."""
+
+    name = "agent"
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=512),
+        max_attempts: int = 3,
+        retry_temperature: float = 0.7,
+    ):
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.backend = backend
+        self.sampling = sampling
+        self.max_attempts = max_attempts
+        self.retry_temperature = retry_temperature
+
+    def parse(self, raw: str) -> tuple[Any, bool]:
+        """(usable parse or None, strict format ok)."""
+        raise NotImplementedError
+
+    def _run(self, conversations: Sequence[Conversation], seeds: Sequence[int]) -> list[AgentResult]:
+        first = chat_each(self.backend, conversations, replace(self.sampling, n=1))
+        results: list[AgentResult] = []
+        for i, (conv, answer) in enumerate(zip(conversations, first, strict=True)):
+            attempt, raw, parsed, ok, error = 1, None, None, False, None
+            while True:
+                if isinstance(answer, BaseException):
+                    error = f"{self.name}: backend error: {_describe(answer)}"
+                else:
+                    raw = answer
+                    parsed, ok = self.parse(raw)
+                    error = None
+                if parsed is not None or attempt >= self.max_attempts:
+                    break
+                attempt += 1
+                temperature = self.sampling.temperature or self.retry_temperature
+                retry = replace(self.sampling, n=1, temperature=temperature, seed=seeds[i] + attempt)
+                answer = chat_each(self.backend, [conv], retry)[0]
+            if parsed is None and error is None:
+                error = (
+                    f"{self.name}: no parseable answer after {attempt} attempt(s); last answer: {raw[:200]!r}"
+                )
+            results.append(AgentResult(raw=raw, parsed=parsed, attempts=attempt, format_ok=ok, error=error))
+        return results
+
+
+class DecompositionAgent(_RetryingAgent):
+    """A VLM that reads (image, request) into actions, subjects and goals with the shared prompt."""
+
+    name = "decomposition"
+
+    def parse(self, raw: str) -> tuple[Decomposition | None, bool]:
+        parsed = parse_decomposition(raw)
+        return parsed.to_decomposition(), parsed.format_ok
+
+    def decompose(
+        self, images: Sequence[Any], requests: Sequence[str], seeds: Sequence[int]
+    ) -> list[AgentResult]:
+        convs = [user_message(decomposition_prompt(r), [im]) for im, r in zip(images, requests, strict=True)]
+        return self._run(convs, seeds)
+
+
+class Sequencer(Protocol):
+    """Turns decompositions into ordered sub-requests (`AgentResult.parsed` is an `EditPlan`)."""
+
+    name: str
+
+    def sequence(
+        self,
+        images: Sequence[Any],
+        requests: Sequence[str],
+        decompositions: Sequence[Decomposition],
+        seeds: Sequence[int],
+    ) -> list[AgentResult]: ...
+
+
+class VLMSequencer(_RetryingAgent):
+    """The paper's sequencing agent: a VLM given the image and the decomposition."""
+
+    name = "sequencing"
+
+    def parse(self, raw: str) -> tuple[EditPlan | None, bool]:
+        plan = parse_plan(raw)
+        return plan, plan is not None
+
+    def sequence(self, images, requests, decompositions, seeds) -> list[AgentResult]:
+        convs = [
+            user_message(sequencing_prompt(r, d), [im])
+            for im, r, d in zip(images, requests, decompositions, strict=True)
+        ]
+        return self._run(convs, seeds)
+
+
+#: Verb phrase per action for the template sequencer ("{verb} the {subject}{goal}").
+_TEMPLATE_VERBS = {
+    "recolor": "Recolor",
+    "remove": "Remove",
+    "add": "Add",
+    "replace": "Replace",
+    "move": "Move",
+    "resize": "Resize",
+    "brighten": "Brighten",
+    "darken": "Darken",
+    "blur background": "Blur the background behind",
+    "restyle": "Restyle",
+    "enhance": "Enhance",
+    "restore": "Restore",
+    "crop": "Crop",
+    "rotate": "Rotate",
+    "change text": "Change the text on",
+}
+_GOAL_LINK = {"recolor": " to ", "replace": " with ", "move": " to ", "resize": " to ", "change text": " to "}
+
+
+def template_steps(decomposition: Decomposition) -> tuple[str, ...]:
+    """Deterministic sub-requests: the i-th action, subject and goal together (the last one repeats when a
+    list is shorter), one step per subject or action, whichever list is longer."""
+    actions, subjects, goals = decomposition.actions, decomposition.subjects, decomposition.goals
+    pick = lambda xs, i: xs[min(i, len(xs) - 1)].strip() if xs else ""  # noqa: E731
+    steps = []
+    for i in range(max(len(actions), len(subjects), 1 if goals else 0)):
+        action, subject, goal = pick(actions, i), pick(subjects, i), pick(goals, i)
+        verb = _TEMPLATE_VERBS.get(action.lower(), action.capitalize() or "Edit")
+        text = f"{verb} the {subject}" if subject else verb
+        if goal:
+            text += _GOAL_LINK.get(action.lower(), " so that it is ") + goal
+        steps.append(text)
+    return tuple(dict.fromkeys(steps))  # drop exact repeats, keep order
+
+
+class TemplateSequencer:
+    """Baseline sequencing without a model: `template_steps` for each decomposition."""
+
+    name = "template"
+    model_id = "template"
+
+    def sequence(self, images, requests, decompositions, seeds) -> list[AgentResult]:
+        out = []
+        for d in decompositions:
+            steps = template_steps(d)
+            plan = EditPlan(sub_requests=steps) if steps else None
+            err = None if plan else "template: the decomposition has no action, subject or goal"
+            out.append(AgentResult(raw=None, parsed=plan, attempts=1, format_ok=plan is not None, error=err))
+        return out

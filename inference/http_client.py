@@ -1,0 +1,117 @@
+"""HTTP with timeouts and bounded retries, shared by the OpenAI-compatible chat backend and the hosted
+image editors. Retries 429/5xx and transport errors with exponential backoff (honouring Retry-After);
+any other status fails at once with the server's message. API keys come from the environment and are
+never logged or put in error messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+#: Statuses worth another try: rate limits, overloaded or restarting servers.
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait for one response and how often to try again."""
+
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds before retry `attempt` (1-based): Retry-After if the server sent one, else jittered backoff."""
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff_s)
+            except ValueError:
+                pass
+        base = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+        return base * (0.5 + random.random() / 2)
+
+
+class HTTPRequestError(RuntimeError):
+    """A request failed for good (non-retryable status, or retries exhausted)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def api_key_from_env(var: str | None) -> str | None:
+    """The key in environment variable `var` (None when unset); callers never log it."""
+    return os.environ.get(var) if var else None
+
+
+def post(
+    client: httpx.Client,
+    url: str,
+    policy: RetryPolicy,
+    *,
+    json: Any = None,
+    data: dict[str, Any] | None = None,
+    files: Any = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST and return the JSON body, retrying what `RETRY_STATUSES` and transport errors allow."""
+    last = ""
+    for attempt in range(policy.max_retries + 1):
+        retry_after = None
+        try:
+            resp = client.post(
+                url, json=json, data=data, files=files, headers=headers, timeout=policy.timeout_s
+            )
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if resp.status_code < 400:
+                try:
+                    return resp.json()
+                except ValueError:
+                    raise HTTPRequestError(
+                        f"POST {url}: response is not JSON: {resp.text[:200]!r}", resp.status_code
+                    ) from None
+            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status_code not in RETRY_STATUSES:
+                raise HTTPRequestError(f"POST {url} failed: {last}", resp.status_code)
+            retry_after = resp.headers.get("retry-after")
+        if attempt < policy.max_retries:
+            wait = policy.delay(attempt + 1, retry_after)
+            log.warning("POST %s: %s; retry %d/%d in %.1fs", url, last, attempt + 1, policy.max_retries, wait)
+            time.sleep(wait)
+    raise HTTPRequestError(f"POST {url} failed after {policy.max_retries + 1} attempts: {last}")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(image: Image.Image) -> str:
+    """An image as a base64 PNG data URL (what OpenAI-compatible chat endpoints accept)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def decode_image(b64: str) -> Image.Image:
+    """A base64 image from a response, decoded and loaded (so errors surface here, naming the problem)."""
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(b64)))
+        image.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder error means the same thing here
+        raise HTTPRequestError(f"response image cannot be decoded: {type(exc).__name__}: {exc}") from None
+    return image

@@ -1,0 +1,435 @@
+"""The three-agent pipeline (decompose -> sequence -> edit) over batches, with resume and traces.
+
+Modes (paper Section 4 and Figure 5):
+  * `original`: the request goes straight to the editor (the baseline);
+  * `single`: all sub-requests in one editor call (`single_turn_instruction`, the paper's best);
+  * `multi`: one editor call per sub-request, each on the previous output.
+
+A run folder `<out>/<mode>/` holds, per item, `<id>.png` (PNG text chunks kept) and `<id>.json`, the
+trace (see README). Both are written atomically, the trace last: an item is done exactly when its
+trace exists, so a killed run restarts where it stopped with no duplicate and no missing item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from inference.agents import AgentResult, DecompositionAgent, Sequencer
+from inference.editors import Editor
+from inference.protocol import Decomposition, EditPlan, single_turn_instruction
+
+log = logging.getLogger(__name__)
+
+MODES: tuple[str, ...] = ("original", "single", "multi")
+#: Largest input accepted by default (pixels); bigger images are refused, not resized.
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE = 8
+#: Modes PIL converts to RGB faithfully; others are refused with an error naming the mode.
+_CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class InputError(ValueError):
+    """An item that cannot be processed as given (image or request)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One pipeline input; `decomposition`/`plan` are ground truth, used only by the oracle agents."""
+
+    id: str
+    instruction: str
+    image: Path
+    decomposition: Decomposition | None = None
+    plan: EditPlan | None = None
+
+
+def items_from_records(folder: str | Path) -> Iterator[Item]:
+    """Pipeline items of a data_prep eval set folder (`records.jsonl` + images)."""
+    from data_prep.records import read_records
+
+    for r in read_records(folder):
+        yield Item(
+            id=r.id, instruction=r.instruction, image=r.image, decomposition=r.decomposition, plan=r.plan
+        )
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """Per-item seed from the run seed and the id: results do not depend on order, batch or resume."""
+    digest = hashlib.sha256(f"{seed}/{item_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def file_stem(item_id: str) -> str:
+    """A file name for an id (percent-encoded where needed, so distinct ids never collide)."""
+    if not isinstance(item_id, str) or not item_id.strip() or item_id in (".", ".."):
+        raise InputError(f"item id must be a non-empty name, got {item_id!r}")
+    stem = urllib.parse.quote(item_id, safe="-_.")
+    if len(stem) > 200:
+        raise InputError(f"item id too long for a file name ({len(stem)} chars): {item_id[:80]!r}...")
+    return stem
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an input image as RGB, keeping its `info` (and PNG text chunks: synthetic scenes ride there).
+
+    Raises InputError naming the file for missing, unreadable, truncated, huge, tiny or odd-mode images;
+    size is checked before the pixels are decoded, so a decompression bomb costs nothing.
+    """
+    path = Path(path)
+    try:
+        im = Image.open(path)
+    except FileNotFoundError:
+        raise InputError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image too large (decompression bomb guard: {exc}): {path}") from None
+    except (Image.UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"unreadable image ({type(exc).__name__}: {exc}): {path}") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise InputError(f"image too large: {w}x{h} = {w * h} pixels > limit {max_pixels}: {path}")
+        if min(w, h) < MIN_IMAGE_SIDE:
+            raise InputError(f"image too small: {w}x{h} (min side {MIN_IMAGE_SIDE}): {path}")
+        try:
+            im.load()
+        except Exception as exc:  # noqa: BLE001 - truncated/corrupt data raises various errors
+            raise InputError(f"unreadable image data ({type(exc).__name__}: {exc}): {path}") from None
+        info = {**im.info, **getattr(im, "text", {})}
+        rgb = _to_rgb(im, path)
+    rgb.info = {k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)}
+    return rgb
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    if im.mode in _CONVERTIBLE_MODES:
+        return im.convert("RGB")
+    if im.mode in _ALPHA_MODES:  # composite on white: transparent areas would otherwise turn black
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if im.mode in _HIGH_DEPTH_MODES:  # 16-bit / float grey: rescale to 8 bits instead of clipping
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        scaled = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+        return Image.fromarray(np.nan_to_num(scaled).round().astype(np.uint8), "L").convert("RGB")
+    raise InputError(f"unsupported image mode {im.mode!r}: {path}")
+
+
+def _err(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+
+
+class OracleDecomposer:
+    """The ground-truth decomposition of each item (upper bound; needs records with `decomposition`)."""
+
+    name = "ground_truth"
+    model_id = "ground_truth"
+
+    def decompose_items(self, items: Sequence[Item]) -> list[AgentResult]:
+        out = []
+        for it in items:
+            d = it.decomposition
+            err = None if d is not None else f"ground_truth: item {it.id!r} has no ground-truth decomposition"
+            out.append(AgentResult(raw=None, parsed=d, attempts=0, format_ok=d is not None, error=err))
+        return out
+
+
+class OracleSequencer:
+    """The ground-truth plan of each item (needs records with `plan`)."""
+
+    name = "ground_truth"
+    model_id = "ground_truth"
+
+    def sequence_items(self, items: Sequence[Item]) -> list[AgentResult]:
+        out = []
+        for it in items:
+            p = it.plan
+            err = None if p is not None else f"ground_truth: item {it.id!r} has no ground-truth plan"
+            out.append(AgentResult(raw=None, parsed=p, attempts=0, format_ok=p is not None, error=err))
+        return out
+
+
+def _decomposition_trace(result: AgentResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    parsed = result.parsed
+    return {
+        "raw": result.raw,
+        "parsed": None if parsed is None else {**parsed.to_ground_truth(), "think": parsed.think},
+        "format_ok": bool(result.format_ok),
+        "attempts": result.attempts,
+    }
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+
+
+class EditingPipeline:
+    """Decompose -> sequence -> edit, batched over items, one trace per item.
+
+    `decomposer` is a `DecompositionAgent` or `OracleDecomposer`; `sequencer` a `VLMSequencer`,
+    `TemplateSequencer` or `OracleSequencer`. Both may be None for mode `original` only.
+    """
+
+    def __init__(
+        self,
+        editor: Editor,
+        decomposer: DecompositionAgent | OracleDecomposer | None = None,
+        sequencer: Sequencer | OracleSequencer | None = None,
+        seed: int = 0,
+        batch_size: int = 8,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+    ):
+        self.editor = editor
+        self.decomposer = decomposer
+        self.sequencer = sequencer
+        self.seed = int(seed)
+        self.batch_size = max(1, int(batch_size))
+        self.max_image_pixels = max_image_pixels
+
+    # ------------------------------------------------------------------ model records
+
+    def models(self, mode: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"editor": self.editor.model_id, "editor_settings": self.editor.settings()}
+        if mode != "original":
+            for role, agent in (("decomposition", self.decomposer), ("sequencing", self.sequencer)):
+                if agent is None:
+                    out[role] = None
+                    continue
+                backend = getattr(agent, "backend", None)
+                out[role] = getattr(backend, "model_id", None) or getattr(agent, "model_id", agent.name)
+                out[f"{role}_agent"] = agent.name
+                if getattr(agent, "sampling", None) is not None:
+                    out[f"{role}_sampling"] = agent.sampling.to_dict()
+        return out
+
+    # ------------------------------------------------------------------ the stages
+
+    def _decompose(self, items: Sequence[Item], images: Sequence[Image.Image]) -> list[AgentResult]:
+        if self.decomposer is None:
+            raise ValueError("modes single/multi need a decomposition agent")
+        if isinstance(self.decomposer, OracleDecomposer):
+            return self.decomposer.decompose_items(items)
+        seeds = [item_seed(self.seed, it.id) for it in items]
+        return self.decomposer.decompose(images, [it.instruction for it in items], seeds)
+
+    def _sequence(self, items, images, decompositions) -> list[AgentResult]:
+        if self.sequencer is None:
+            raise ValueError("modes single/multi need a sequencing agent")
+        if isinstance(self.sequencer, OracleSequencer):
+            return self.sequencer.sequence_items(items)
+        seeds = [item_seed(self.seed + 1, it.id) for it in items]
+        return self.sequencer.sequence(images, [it.instruction for it in items], decompositions, seeds)
+
+    def _edit(self, mode: str, image: Image.Image, item: Item, plan: EditPlan | None) -> Image.Image:
+        seed = item_seed(self.seed, item.id)
+        if mode == "original":
+            return self.editor.edit(image, item.instruction, seed)
+        if mode == "single":
+            return self.editor.edit(image, single_turn_instruction(plan), seed)
+        out = image
+        for step, sub_request in enumerate(plan.sub_requests):
+            out = self.editor.edit(out, sub_request, seed + step)
+        return out
+
+    def process(self, items: Sequence[Item], mode: str) -> Iterator[tuple[Item, Image.Image | None, dict]]:
+        """Run one batch; yield (item, edited image or None, trace without output paths) per item."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        t_batch = time.perf_counter()
+        n = len(items)
+        traces = [self._trace(it, mode) for it in items]
+        images: list[Image.Image | None] = [None] * n
+        for i, it in enumerate(items):
+            t0 = time.perf_counter()
+            try:
+                if not isinstance(it.instruction, str) or not it.instruction.strip():
+                    raise InputError(f"empty edit request for item {it.id!r}")
+                images[i] = load_image(it.image, self.max_image_pixels)
+            except Exception as exc:  # noqa: BLE001 - a bad item never stops the batch
+                traces[i]["error"] = _err(exc)
+            traces[i]["timings"]["load_s"] = time.perf_counter() - t0
+
+        plans: list[EditPlan | None] = [None] * n
+        if mode != "original":
+            ok = [i for i in range(n) if images[i] is not None and traces[i]["error"] is None]
+            decomp = self._agent_stage(
+                "decompose",
+                ok,
+                traces,
+                lambda idx: self._decompose([items[i] for i in idx], [images[i] for i in idx]),
+            )
+            ok = [i for i in ok if decomp.get(i) is not None]
+            planned = self._agent_stage(
+                "sequence",
+                ok,
+                traces,
+                lambda idx: self._sequence(
+                    [items[i] for i in idx], [images[i] for i in idx], [decomp[i] for i in idx]
+                ),
+            )
+            for i, plan in planned.items():
+                plans[i] = plan
+                if plan is not None:
+                    traces[i]["plan"] = list(plan.sub_requests)
+
+        for i, it in enumerate(items):
+            out = None
+            ready = images[i] is not None and traces[i]["error"] is None
+            if ready and (mode == "original" or plans[i] is not None):
+                t0 = time.perf_counter()
+                try:
+                    out = self._edit(mode, images[i], it, plans[i])
+                except Exception as exc:  # noqa: BLE001
+                    traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
+                traces[i]["timings"]["edit_s"] = time.perf_counter() - t0
+            yield it, out, traces[i]
+        log.debug("batch of %d in %.2fs", n, time.perf_counter() - t_batch)
+
+    def _agent_stage(self, stage: str, idx: list[int], traces: list[dict], call) -> dict[int, Any]:
+        """Run an agent on items `idx`; record raw answers, errors and amortised time; return the parses."""
+        if not idx:
+            return {}
+        t0 = time.perf_counter()
+        try:
+            results = call(idx)
+        except Exception as exc:  # noqa: BLE001 - a whole-stage failure is every item's error
+            results = [AgentResult(raw=None, parsed=None, attempts=0, error=f"{stage}: {_err(exc)}")] * len(
+                idx
+            )
+        share = (time.perf_counter() - t0) / len(idx)
+        parsed = {}
+        for i, res in zip(idx, results, strict=True):
+            traces[i]["timings"][f"{stage}_s"] = share
+            parsed[i] = res.parsed
+            if stage == "decompose":
+                traces[i]["decomposition"] = _decomposition_trace(res)
+            else:
+                traces[i]["sequencing"] = {"raw": res.raw, "attempts": res.attempts}
+            if res.error and traces[i]["error"] is None:
+                traces[i]["error"] = res.error
+        return parsed
+
+    def _trace(self, item: Item, mode: str) -> dict[str, Any]:
+        return {
+            "id": item.id,
+            "mode": mode,
+            "instruction": item.instruction,
+            "input_image": str(Path(item.image).resolve()),
+            "output_image": None,
+            "decomposition": None,
+            "plan": None,
+            "editor": self.editor.name,
+            "models": self.models(mode),
+            "seed": item_seed(self.seed, item.id),
+            "run_seed": self.seed,
+            "timings": {},
+            "error": None,
+        }
+
+    # ------------------------------------------------------------------ batch runs
+
+    def run(
+        self,
+        items: Iterable[Item],
+        out_dir: str | Path,
+        mode: str,
+        retry_errors: bool = False,
+        progress: bool = True,
+    ) -> RunSummary:
+        """Process every item not already done in `<out_dir>/<mode>/`; returns counts."""
+        from tqdm.auto import tqdm
+
+        t_start = time.perf_counter()
+        run_dir = Path(out_dir) / mode
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
+        done = done_ids(run_dir, retry_errors=retry_errors)
+        summary = RunSummary(run_dir=run_dir)
+        seen: set[str] = set()
+        pending: list[Item] = []
+        for it in items:
+            stem = file_stem(it.id)
+            if stem in seen:
+                summary.duplicates += 1
+                log.warning("duplicate item id %r in the input: kept the first", it.id)
+                continue
+            seen.add(stem)
+            if stem in done:
+                summary.skipped += 1
+            else:
+                pending.append(it)
+        bar = tqdm(total=len(pending), desc=f"{mode}", unit="item", disable=not progress)
+        for start in range(0, len(pending), self.batch_size):
+            for item, image, trace in self.process(pending[start : start + self.batch_size], mode):
+                write_item(run_dir, item, image, trace)
+                summary.failed += trace["error"] is not None
+                summary.done += 1
+                bar.update(1)
+        bar.close()
+        summary.seconds = time.perf_counter() - t_start
+        return summary
+
+
+def write_item(run_dir: Path, item: Item, image: Image.Image | None, trace: dict[str, Any]) -> Path:
+    """Save `<id>.png` (if any) then `<id>.json`, each atomically; the trace marks the item done."""
+    from data_prep.atomic import write_json
+    from data_prep.synthetic import save_png
+
+    stem = file_stem(item.id)
+    t0 = time.perf_counter()
+    png = run_dir / f"{stem}.png"
+    if image is not None:
+        try:
+            save_png(image, png)
+            trace["output_image"] = str(png.resolve())
+        except Exception as exc:  # noqa: BLE001
+            trace["error"] = trace["error"] or f"saving the output failed: {_err(exc)}"
+    else:
+        png.unlink(missing_ok=True)  # an output of an earlier, retried attempt
+    timings = trace["timings"]
+    timings["save_s"] = time.perf_counter() - t0
+    timings["total_s"] = sum(v for k, v in timings.items() if k != "total_s")
+    return write_json(run_dir / f"{stem}.json", trace)
+
+
+def done_ids(run_dir: str | Path, retry_errors: bool = False) -> set[str]:
+    """File stems of the items with a trace in `run_dir` (those with an error too, unless `retry_errors`)."""
+    out = set()
+    for path in Path(run_dir).glob("*.json"):
+        if retry_errors:
+            try:
+                if json.loads(path.read_text(encoding="utf-8")).get("error") is not None:
+                    continue
+            except (OSError, ValueError):
+                continue
+        out.add(path.stem)
+    return out
+
+
+def read_traces(run_folder: str | Path) -> Iterator[dict[str, Any]]:
+    """Every trace of a run folder (`<out>/<mode>/`), sorted by file name."""
+    for path in sorted(Path(run_folder).glob("*.json")):
+        with path.open(encoding="utf-8") as fh:
+            yield json.load(fh)
