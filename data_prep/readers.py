@@ -1,0 +1,259 @@
+"""Readers for local copies of the benchmarks: an HF `datasets` folder (save_to_disk), parquet
+shards, or CSV/JSONL plus an image folder. Rows stream; nothing holds a whole dataset in memory.
+
+A `Preset` names a benchmark's columns (`ColumnMap`); any mapping can be overridden. A column the
+mapping asks for but the data lacks is a `ColumnError` that lists the columns present.
+
+Schemas (from the public cards / code; verify against your copy):
+- UltraEdit (BleachNick/UltraEdit): `idx`, `edit_prompt`, `source_image`, `edited_image`, ...
+  (splits FreeForm_0, FreeForm_1, ..., no test split).
+- RealEdit (peter-sushko/RealEdit): curation CSV `orig_img`, `instruction`, `edit_images`
+  (paths joined with `|`); its inference code reads `input_image_name`, `instruction`.
+- PSR (taesiri/PhotoshopRequests layout): `reddit_id`, `original_image`, `edit_image`, `description`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+class ColumnError(ValueError):
+    """The data lacks a column the mapping needs."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which column holds what. `id=None` numbers rows; a reference column may hold several paths
+    joined by `reference_separator`."""
+
+    instruction: str
+    image: str
+    id: str | None = None
+    references: tuple[str, ...] = ()
+    reference_separator: str | None = None
+    decomposition: str | None = None
+
+    def required(self) -> list[str]:
+        cols = [self.instruction, self.image, *self.references]
+        return cols + [c for c in (self.id, self.decomposition) if c]
+
+    def with_overrides(self, overrides: dict[str, str]) -> ColumnMap:
+        """`{"instruction": "prompt", "references": "a,b"}` -> a new map; unknown keys are errors."""
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in self.__dataclass_fields__:
+                raise ValueError(f"unknown column-map key {key!r}; keys: {sorted(self.__dataclass_fields__)}")
+            if key == "references":
+                changes[key] = (
+                    tuple(v for v in value.split(",") if v) if isinstance(value, str) else tuple(value)
+                )
+            else:
+                changes[key] = (
+                    value or None if key in ("id", "decomposition", "reference_separator") else value
+                )
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A benchmark: its source name, columns, and how the paper sampled its eval set."""
+
+    source: str
+    columns: ColumnMap
+    eval_sample: int | None = None  # None: every row
+    eval_split: str | None = None
+    notes: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "ultraedit": Preset(
+        "ultraedit",
+        ColumnMap(id="idx", instruction="edit_prompt", image="source_image", references=("edited_image",)),
+        eval_sample=1000,
+        notes="no test split: sample from the FreeForm_* splits present",
+    ),
+    "realedit": Preset(
+        "realedit",
+        ColumnMap(
+            instruction="instruction", image="orig_img", references=("edit_images",), reference_separator="|"
+        ),
+        eval_sample=1000,
+        eval_split="test",
+    ),
+    "realedit-csv": Preset(
+        "realedit",
+        ColumnMap(instruction="instruction", image="input_image_name"),
+        eval_sample=1000,
+        eval_split="test",
+    ),
+    "psr": Preset(
+        "psr",
+        ColumnMap(
+            id="reddit_id", instruction="description", image="original_image", references=("edit_image",)
+        ),
+        eval_sample=None,
+        notes="all 328 test requests",
+    ),
+}
+
+
+@dataclass
+class TableSource:
+    """Rows of one local copy. `base_dir` resolves relative image paths."""
+
+    path: Path
+    kind: str  # hf | parquet | csv | jsonl
+    columns: list[str]
+    base_dir: Path
+    files: list[Path] = field(default_factory=list)
+    split: str | None = None
+    _length: int | None = None
+
+    def check_columns(self, needed: list[str]) -> None:
+        missing = [c for c in needed if c not in self.columns]
+        if missing:
+            raise ColumnError(
+                f"{self.path}: missing column(s) {missing}; columns present: {sorted(self.columns)}"
+            )
+
+    def __len__(self) -> int:
+        if self._length is None:
+            if self.kind == "parquet":
+                import pyarrow.parquet as pq
+
+                self._length = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+            elif self.kind == "hf":
+                self._length = len(_load_hf(self.path, self.split))
+            else:
+                self._length = sum(1 for _ in self.iter_rows())
+        return self._length
+
+    def iter_rows(self, columns: list[str] | None = None, batch_rows: int = 64) -> Iterator[tuple[int, dict]]:
+        """(row index, row dict) in file order; image columns come as {bytes, path} or paths."""
+        if self.kind == "parquet":
+            yield from _iter_parquet(self.files, columns, batch_rows)
+        elif self.kind == "hf":
+            yield from _iter_hf(self.path, self.split, columns, batch_rows)
+        elif self.kind == "csv":
+            with self.path.open(newline="", encoding="utf-8-sig") as fh:
+                yield from enumerate(csv.DictReader(fh))
+        else:
+            with self.path.open(encoding="utf-8") as fh:
+                index = 0
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        row = {"__error__": f"{self.path}:{lineno}: invalid JSON ({exc.msg})"}
+                    if not isinstance(row, dict):
+                        row = {"__error__": f"{self.path}:{lineno}: not a JSON object"}
+                    yield index, row
+                    index += 1
+
+
+def _load_hf(path: Path, split: str | None):
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            if len(ds) != 1:
+                raise ValueError(f"{path} holds splits {sorted(ds)}; choose one with --split")
+            split = next(iter(ds))
+        if split not in ds:
+            raise ValueError(f"{path} has no split {split!r}; splits present: {sorted(ds)}")
+        ds = ds[split]
+    return ds
+
+
+def _iter_hf(path: Path, split: str | None, columns: list[str] | None, batch_rows: int):
+    import datasets
+
+    ds = _load_hf(path, split)
+    if columns:
+        ds = ds.select_columns(columns)
+    for name, feature in ds.features.items():  # keep images encoded: decoding happens per row, guarded
+        if isinstance(feature, datasets.Image):
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+        elif isinstance(feature, datasets.Sequence | list) and isinstance(
+            getattr(feature, "feature", None), datasets.Image
+        ):
+            ds = ds.cast_column(name, datasets.Sequence(datasets.Image(decode=False)))
+    index = 0
+    for batch in ds.iter(batch_size=batch_rows):
+        keys = list(batch)
+        for values in zip(*(batch[k] for k in keys), strict=True):
+            yield index, dict(zip(keys, values, strict=True))
+            index += 1
+
+
+def _iter_parquet(files: list[Path], columns: list[str] | None, batch_rows: int):
+    import pyarrow.parquet as pq
+
+    index = 0
+    for file in files:
+        pf = pq.ParquetFile(file)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            for row in batch.to_pylist():
+                yield index, row
+                index += 1
+
+
+def _parquet_files(path: Path, split: str | None) -> list[Path]:
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if split is not None and path.is_dir():
+        files = [f for f in files if split in f.relative_to(path).as_posix()]
+    if not files:
+        raise FileNotFoundError(
+            f"no parquet files{' for split ' + repr(split) if split else ''} under {path}"
+        )
+    return files
+
+
+def open_source(
+    path: str | os.PathLike, split: str | None = None, image_dir: str | os.PathLike | None = None
+):
+    """Detect the format of a local copy and return its `TableSource`.
+
+    - a folder written by `datasets.save_to_disk` (dataset_info.json / dataset_dict.json / state.json)
+    - a .parquet file or a folder of parquet shards (`split` filters file paths, e.g. FreeForm_0)
+    - a .csv or .jsonl file; relative image paths resolve against `image_dir` (default: its folder)
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no dataset at {p}")
+    base = Path(image_dir) if image_dir is not None else (p if p.is_dir() else p.parent)
+    if p.is_dir() and any((p / n).exists() for n in ("dataset_dict.json", "dataset_info.json", "state.json")):
+        ds = _load_hf(p, split)
+        return TableSource(p, "hf", list(ds.column_names), base, split=split, _length=len(ds))
+    if p.is_dir() or p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        files = _parquet_files(p, split)
+        return TableSource(p, "parquet", list(pq.read_schema(files[0]).names), base, files=files, split=split)
+    if p.suffix == ".csv":
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+        return TableSource(p, "csv", header, base)
+    if p.suffix in (".jsonl", ".json"):
+        columns: list[str] = []
+        with p.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        first = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(first, dict):
+                        columns = list(first)
+                        break
+        return TableSource(p, "jsonl", columns, base)
+    raise ValueError(f"unsupported dataset format: {p} (want a datasets folder, parquet, csv or jsonl)")

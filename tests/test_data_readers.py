@@ -1,0 +1,331 @@
+"""Benchmark readers and the eval-set builder on small fixture files in each benchmark's schema,
+plus every kind of bad input (each one normalised or skipped and counted, never silently)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import zlib
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from data_prep.build import build_eval_set, build_rl_data, main, sample_ranks
+from data_prep.images import BadImage, load_image
+from data_prep.readers import PRESETS, ColumnError, ColumnMap, open_source
+from data_prep.records import read_records
+
+
+def png(colour="red", size=(16, 12), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width=60000, height=60000) -> bytes:
+    """A valid PNG header claiming a huge image (a few bytes on disk)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def odd_images() -> dict[str, bytes]:
+    """Images real datasets hold, each needing a normalisation."""
+    out = {}
+    buf = io.BytesIO()
+    Image.new("CMYK", (10, 8), (0, 255, 255, 0)).save(buf, format="JPEG")
+    out["cmyk"] = buf.getvalue()
+    out["rgba"] = png((255, 0, 0, 0), mode="RGBA")  # fully transparent: composited onto white
+    buf = io.BytesIO()
+    Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(buf, format="PNG")
+    out["gray16"] = buf.getvalue()
+    buf = io.BytesIO()
+    pal = Image.new("P", (8, 8), 0)  # index 0 is transparent
+    pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.save(buf, format="PNG", transparency=0)
+    out["palette"] = buf.getvalue()
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 on display
+    Image.new("RGB", (20, 10), "green").save(buf, format="JPEG", exif=exif.tobytes())
+    out["exif"] = buf.getvalue()
+    return out
+
+
+def test_load_image_normalises_what_it_can():
+    images = odd_images()
+    rgb, notes = load_image(images["cmyk"])
+    assert rgb.mode == "RGB" and "converted_from_CMYK" in notes
+    rgb, notes = load_image(images["rgba"])
+    assert rgb.getpixel((0, 0)) == (255, 255, 255) and "converted_from_RGBA" in notes
+    rgb, notes = load_image(images["gray16"])
+    assert rgb.getpixel((0, 0)) == (255, 255, 255) and any("I16" in n for n in notes)
+    rgb, _ = load_image(images["palette"])
+    assert rgb.getpixel((0, 0)) == (255, 255, 255)
+    rgb, notes = load_image(images["exif"])
+    assert rgb.size == (10, 20) and "exif_rotated" in notes
+    rgb, notes = load_image({"bytes": png(size=(400, 100)), "path": None}, max_side=100)
+    assert rgb.size == (100, 25) and "downscaled" in notes
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (b"not an image", "corrupt_image"),
+        (png(size=(64, 64))[:60], "corrupt_image"),
+        (bomb_png(), "decompression_bomb"),
+        ("no/such/file.png", "missing_file"),
+        (None, "missing_image"),
+        (b"", "missing_image"),
+        ({"bytes": None, "path": None}, "missing_image"),
+    ],
+)
+def test_load_image_rejects_with_a_reason(value, reason, tmp_path):
+    with pytest.raises(BadImage) as info:
+        load_image(value, base_dir=tmp_path)
+    assert info.value.reason == reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures in each benchmark's schema
+
+
+def ultraedit_hf(tmp_path, n_per_split=6):
+    """UltraEdit layout: FreeForm_* splits, image features, its metric columns."""
+    features = datasets.Features(
+        {
+            "idx": datasets.Value("int64"),
+            "edit_prompt": datasets.Value("string"),
+            "source_caption": datasets.Value("string"),
+            "target_caption": datasets.Value("string"),
+            "source_image": datasets.Image(),
+            "edited_image": datasets.Image(),
+            "mask_image": datasets.Image(),
+            "clip_sim_source": datasets.Value("float32"),
+            "clip_sim_target": datasets.Value("float32"),
+            "clip_sim_dir": datasets.Value("float32"),
+            "clip_sim_image": datasets.Value("float32"),
+            "dinov2_sim": datasets.Value("float32"),
+            "ssim": datasets.Value("float32"),
+            "edit_object": datasets.Value("string"),
+        }
+    )
+    splits = {}
+    for s in range(2):
+        rows = []
+        for i in range(n_per_split):
+            idx = s * 100 + i
+            rows.append(
+                {
+                    "idx": idx,
+                    "edit_prompt": f"make the cup number {idx} blue",
+                    "source_caption": "a cup",
+                    "target_caption": "a blue cup",
+                    "source_image": {"bytes": png("red"), "path": None},
+                    "edited_image": {"bytes": png("blue"), "path": None},
+                    "mask_image": None,
+                    "clip_sim_source": 0.3,
+                    "clip_sim_target": 0.3,
+                    "clip_sim_dir": 0.2,
+                    "clip_sim_image": 0.9,
+                    "dinov2_sim": 0.9,
+                    "ssim": 0.8,
+                    "edit_object": "cup",
+                }
+            )
+        rows[1]["edit_prompt"] = "   "  # empty instruction
+        rows[2]["source_image"] = {"bytes": b"garbage", "path": None}  # corrupt image
+        splits[f"FreeForm_{s}"] = datasets.Dataset.from_list(rows, features=features)
+    path = tmp_path / "UltraEdit"
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+def realedit_csv(tmp_path, n=30):
+    """RealEdit curation CSV: orig_img, instruction, edit_images ('|'-joined), images in a folder."""
+    folder = tmp_path / "realedit"
+    (folder / "images").mkdir(parents=True)
+    odd = odd_images()
+    with (folder / "test.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["orig_img", "instruction", "edit_images"])
+        for i in range(n):
+            name = f"images/in{i}.png"
+            kind = list(odd)[i % len(odd)] if i < 10 else None
+            (folder / name).write_bytes(odd[kind] if kind else png("gray"))
+            refs = []
+            for j in range(2):
+                ref = f"images/out{i}_{j}.png"
+                (folder / ref).write_bytes(png("white"))
+                refs.append(ref)
+            if i == 12:
+                name = "images/missing.png"  # missing file
+            writer.writerow([name, f"please remove the person number {i}", "|".join(refs)])
+    return folder / "test.csv"
+
+
+def psr_parquet(tmp_path, n=9):
+    """taesiri/PhotoshopRequests layout: reddit_id, original_image/edit_image structs, description."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("reddit_id", pa.string()),
+            ("original_image", image),
+            ("edit_image", image),
+            ("description", pa.string()),
+        ]
+    )
+    rows = [
+        {
+            "reddit_id": f"t3_{i:03x}",
+            "original_image": {"bytes": bomb_png() if i == 4 else png("orange"), "path": f"{i}.png"},
+            "edit_image": {"bytes": png("purple"), "path": None},
+            "description": f"Can someone brighten this photo of my dog {i}?",
+        }
+        for i in range(n)
+    ]
+    folder = tmp_path / "psr" / "data"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows[:5], schema=schema), folder / "test-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[5:], schema=schema), folder / "test-00001-of-00002.parquet")
+    return folder.parent
+
+
+def test_ultraedit_hf_folder(tmp_path):
+    src = ultraedit_hf(tmp_path)
+    table = open_source(src, split="FreeForm_1")
+    assert table.kind == "hf" and len(table) == 6 and "edit_prompt" in table.columns
+    with pytest.raises(ValueError, match="FreeForm_0"):
+        open_source(src)  # two splits, none chosen
+    out = tmp_path / "ultraedit_eval"
+    report = build_eval_set(src, out, preset="ultraedit", split="FreeForm_0", progress=False)
+    records = list(read_records(out))
+    assert report.seen == 6 and report.kept == 4 == len(records)
+    assert report.skipped == {"empty_instruction": 1, "corrupt_image": 1}
+    assert records[0].id == "0" and records[0].source == "ultraedit"
+    assert records[0].load_image().getpixel((0, 0)) == (255, 0, 0)
+    assert records[0].load_references()[0].getpixel((0, 0)) == (0, 0, 255)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["skipped_by_reason"]["corrupt_image"] == 1 and saved["examples"]["corrupt_image"]
+
+
+def test_realedit_csv_with_image_folder_and_bad_rows(tmp_path):
+    csv_path = realedit_csv(tmp_path)
+    out = tmp_path / "realedit_eval"
+    report = build_eval_set(csv_path, out, preset="realedit", sample=20, seed=0, shard_rows=7, progress=False)
+    records = list(read_records(out))
+    assert len(records) == 20  # the missing-file row (if sampled) was replaced by a spare
+    assert report.kept == 20 and report.n_skipped <= 1
+    assert all(len(r.references) == 2 for r in records)
+    assert all(r.load_image().mode == "RGB" for r in records)
+    again = tmp_path / "again"
+    build_eval_set(csv_path, again, preset="realedit", sample=20, seed=0, shard_rows=5, progress=False)
+    assert [r.id for r in read_records(again)] == [r.id for r in records]  # fixed seed, any sharding
+    other = tmp_path / "other"
+    build_eval_set(csv_path, other, preset="realedit", sample=20, seed=1, progress=False)
+    assert [r.id for r in read_records(other)] != [r.id for r in records]
+    # every row, with every odd image normalised and counted
+    full = tmp_path / "full"
+    report = build_eval_set(csv_path, full, preset="realedit", sample=None, progress=False)
+    assert report.seen == 30 and report.kept == 29 and report.skipped == {"missing_file": 1}
+    assert {"converted_from_CMYK", "exif_rotated", "converted_from_RGBA"} <= set(report.normalised)
+    assert not list(full.glob("images/*missing*"))
+
+
+def test_psr_parquet_shards_keep_every_request(tmp_path):
+    src = psr_parquet(tmp_path)
+    assert PRESETS["psr"].eval_sample is None
+    out = tmp_path / "psr_eval"
+    report = build_eval_set(src, out, preset="psr", progress=False)
+    ids = [r.id for r in read_records(out)]
+    assert report.seen == 9 and report.skipped == {"decompression_bomb": 1}
+    assert ids == [f"t3_{i:03x}" for i in range(9) if i != 4]
+
+
+def test_missing_column_lists_the_columns_present(tmp_path):
+    src = psr_parquet(tmp_path)
+    with pytest.raises(ColumnError, match=r"missing column\(s\) \['prompt'\].*description"):
+        build_eval_set(
+            src, tmp_path / "x", preset="psr", columns=ColumnMap(instruction="prompt", image="original_image")
+        )
+    with pytest.raises(ValueError, match="unknown column-map key"):
+        PRESETS["psr"].columns.with_overrides({"caption": "x"})
+
+
+def test_cli_resume_skips_finished_shards_and_workers_agree(tmp_path):
+    csv_path = realedit_csv(tmp_path)
+    out = tmp_path / "cli"
+    args = ["eval", "--preset", "realedit", "--input", str(csv_path), "--out", str(out), "--sample", "-1"]
+    assert main([*args, "--shard-rows", "8", "--no-progress"]) == 0
+    first = (out / "records.jsonl").read_text()
+    shard0 = out / "parts" / "shard-00000.jsonl"
+    stamp = shard0.stat().st_mtime_ns
+    (out / "parts" / "shard-00002.jsonl").unlink()  # as if killed mid-run
+    (out / "records.jsonl").unlink()
+    assert main([*args, "--shard-rows", "8", "--no-progress"]) == 0
+    assert (out / "records.jsonl").read_text() == first
+    assert shard0.stat().st_mtime_ns == stamp  # finished shard not redone
+    with pytest.raises(ValueError, match="other settings"):
+        main([*args, "--shard-rows", "4", "--no-progress"])
+    par = tmp_path / "par"
+    main(
+        ["eval", "--preset", "realedit", "--input", str(csv_path), "--out", str(par), "--sample", "-1"]
+        + ["--workers", "2", "--no-progress"]
+    )
+    assert (par / "records.jsonl").read_text() == first
+
+
+def test_sample_ranks_are_seeded_with_spares():
+    ranks = sample_ranks(9337, 1000, seed=0)
+    assert len(ranks) == 1050 and sorted(ranks.values()) == list(range(1050))
+    assert ranks == sample_ranks(9337, 1000, seed=0) and ranks != sample_ranks(9337, 1000, seed=1)
+    assert sample_ranks(328, None, 0) is None and sample_ranks(50, 1000, 0) is None
+
+
+def test_ground_truth_import_attach_and_rl_data(tmp_path):
+    src = psr_parquet(tmp_path)
+    gt = tmp_path / "gt.jsonl"
+    lines = [
+        {
+            "id": "t3_000",
+            "decomposition": {"actions": ["brighten"], "subjects": ["photo"], "goals": ["brighter"]},
+        },
+        {"id": "t3_001", "actions": ["remove"], "subjects": ["dog"], "goals": ["removed"]},
+        {"id": "t3_002", "decomposition": {"actions": "brighten"}},  # invalid: counted, not fatal
+    ]
+    gt.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    out = tmp_path / "psr_eval"
+    report = build_eval_set(src, out, preset="psr", ground_truth=gt, progress=False)
+    assert (
+        report.normalised["ground_truth_attached"] == 2
+        and report.normalised["ground_truth_invalid_ground_truth"] == 2
+    )
+    by_id = {r.id: r for r in read_records(out)}
+    assert by_id["t3_001"].decomposition.actions == ("remove",) and by_id["t3_003"].decomposition is None
+    # attach later through the CLI (in place)
+    assert main(["attach", "--records", str(out), "--ground-truth", str(gt)]) == 0
+    rl = tmp_path / "rl"
+    report = build_rl_data(out, rl, val_fraction=0.0)
+    assert report.kept == 2 and report.skipped["no_ground_truth"] == 6
+    table = pq.read_table(rl / "train.parquet")
+    assert table.num_rows == 2
+    gts = sorted(
+        json.loads(g)["actions"][0]
+        for g in table.column("reward_model").combine_chunks().field("ground_truth").to_pylist()
+    )
+    assert gts == ["brighten", "remove"]
+    assert pq.read_table(rl / "val.parquet").num_rows == 0
