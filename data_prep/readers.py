@@ -17,10 +17,19 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+#: `split` value that reads every split of a local copy (UltraEdit has no test split).
+ALL_SPLITS = "all"
+
+
+def _natural_key(name: str) -> list:
+    """FreeForm_2 before FreeForm_10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 class ColumnError(ValueError):
@@ -76,7 +85,8 @@ PRESETS: dict[str, Preset] = {
         "ultraedit",
         ColumnMap(id="idx", instruction="edit_prompt", image="source_image", references=("edited_image",)),
         eval_sample=1000,
-        notes="no test split: sample from the FreeForm_* splits present",
+        eval_split=ALL_SPLITS,
+        notes="no test split: sample from all FreeForm_* splits present",
     ),
     "realedit": Preset(
         "realedit",
@@ -164,6 +174,8 @@ def _load_hf(path: Path, split: str | None):
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
+        if split == ALL_SPLITS:  # memory-mapped concatenation: nothing is loaded
+            return datasets.concatenate_datasets([ds[name] for name in sorted(ds, key=_natural_key)])
         if split is None:
             if len(ds) != 1:
                 raise ValueError(f"{path} holds splits {sorted(ds)}; choose one with --split")
@@ -209,7 +221,7 @@ def _iter_parquet(files: list[Path], columns: list[str] | None, batch_rows: int)
 
 def _parquet_files(path: Path, split: str | None) -> list[Path]:
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    if split is not None and path.is_dir():
+    if split not in (None, ALL_SPLITS) and path.is_dir():
         files = [f for f in files if split in f.relative_to(path).as_posix()]
     if not files:
         raise FileNotFoundError(

@@ -219,6 +219,10 @@ def test_ultraedit_hf_folder(tmp_path):
     assert records[0].id == "0" and records[0].source == "ultraedit"
     assert records[0].load_image().getpixel((0, 0)) == (255, 0, 0)
     assert records[0].load_references()[0].getpixel((0, 0)) == (0, 0, 255)
+    every = tmp_path / "ultraedit_all"  # the preset samples across every FreeForm_* split
+    report = build_eval_set(src, every, preset="ultraedit", progress=False)
+    assert report.seen == 12 and report.kept == 8
+    assert {r.id for r in read_records(every)} >= {"0", "100"}
     saved = json.loads((out / "report.json").read_text())
     assert saved["skipped_by_reason"]["corrupt_image"] == 1 and saved["examples"]["corrupt_image"]
 
