@@ -1,0 +1,360 @@
+"""Turn a recipe name plus Hydra overrides into the exact training command, checked before it starts.
+
+Used by recipes/train.sh and recipes/submit.sh. A recipe is a verl config (recipes/config/), so the GPU
+command is verl's own `python -m verl.trainer.main_ppo --config-path ... --config-name ...`; a recipe
+with `trainer.device: cpu` runs `python -m recipes.cpu_grpo` instead (verl has no CPU trainer). The
+checks here fail in seconds where verl would fail after starting Ray, or hang:
+- no GPU on this node (verl: "Total available GPUs 0 is less than total desired GPUs N"),
+- `ray_kwargs.ray_init.num_cpus` too low for verl's actors (verl: hangs with no error),
+- with DRY_RUN, verl's own `validate_config`, called exactly as `verl.trainer.main_ppo.main` calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "recipes" / "config"
+#: How verl's main finds the recipes from any working directory (also in a Ray job's uploaded copy).
+CONFIG_PKG = "pkg://recipes.config"
+RUNTIME_ENV_FILE = REPO_ROOT / "recipes" / "runtime_env.yaml"
+GPU_ENTRY = "verl.trainer.main_ppo"
+CPU_ENTRY = "recipes.cpu_grpo"
+CPU_RECIPE = "imageedit_r1_tiny"
+DEFAULT_RAY_ADDRESS = "http://127.0.0.1:8265"
+#: Environment variables a submitted job takes along (besides those named in runtime_env.yaml).
+FORWARDED_ENV_PREFIXES = ("WANDB_", "HF_", "TRANSFORMERS_", "VERL_")
+FORWARDED_ENV_NAMES = ("TOKENIZERS_PARALLELISM",)
+#: Printed as *** (they still reach the job, through a file only the user can read).
+SECRET_SUFFIXES = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+class LaunchError(RuntimeError):
+    """A recipe that cannot run here, with the reason and what to do instead."""
+
+
+@dataclass
+class LaunchPlan:
+    """What a launcher runs: the composed config and the command line."""
+
+    recipe: str
+    overrides: list[str]
+    config: DictConfig
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def on_cpu(self) -> bool:
+        return is_cpu(self.config)
+
+    def shell_command(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return (env + " " if env else "") + shlex.join(self.command)
+
+
+def recipe_names() -> list[str]:
+    """The recipes: top-level YAML files of recipes/config/."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def compose(recipe: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The fully composed verl config of a recipe, as `main_ppo --cfg job` prints it (unresolved)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    if recipe not in recipe_names():
+        raise LaunchError(f"unknown recipe {recipe!r}; recipes in {CONFIG_DIR}: {', '.join(recipe_names())}")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name=recipe, overrides=list(overrides))
+
+
+def is_cpu(config: DictConfig) -> bool:
+    return str(config.trainer.device) == "cpu"
+
+
+def cluster_overrides(config: DictConfig, nodes: int | None, gpus: int | None) -> list[str]:
+    """NODES/GPUS as verl overrides (GPU recipes only: the CPU path is one process)."""
+    if is_cpu(config):
+        return []
+    out = []
+    if nodes is not None:
+        out.append(f"trainer.nnodes={nodes}")
+    if gpus is not None:
+        out.append(f"trainer.n_gpus_per_node={gpus}")
+    return out
+
+
+def training_command(recipe: str, overrides: Sequence[str], config: DictConfig, python: str) -> list[str]:
+    """verl's own trainer for GPU recipes, the in-process CPU GRPO trainer for `trainer.device: cpu`."""
+    if is_cpu(config):
+        return [python, "-m", CPU_ENTRY, "--config-name", recipe, *overrides]
+    return [python, "-m", GPU_ENTRY, "--config-path", CONFIG_PKG, "--config-name", recipe, *overrides]
+
+
+def run_dir(config: DictConfig) -> Path:
+    """Where a run's metrics.jsonl goes (the CPU path's cpu.out_dir; the same layout on GPUs)."""
+    if is_cpu(config) and OmegaConf.select(config, "cpu.out_dir") is not None:
+        return Path(str(config.cpu.out_dir))
+    return Path("outputs") / "runs" / str(config.trainer.experiment_name)
+
+
+def min_ray_cpus(config: DictConfig) -> int:
+    """A lower bound of the CPUs verl's Ray actors reserve: the TaskRunner, one reward worker per
+    `reward.num_workers`, one worker per GPU. Fewer and verl waits forever for resources."""
+    return 1 + int(config.reward.num_workers) + int(config.trainer.n_gpus_per_node)
+
+
+def check_ray_cpus(config: DictConfig) -> None:
+    num_cpus = OmegaConf.select(config, "ray_kwargs.ray_init.num_cpus")
+    if num_cpus is None or is_cpu(config):
+        return
+    need = min_ray_cpus(config)
+    if int(num_cpus) < need:
+        raise LaunchError(
+            f"ray_kwargs.ray_init.num_cpus={num_cpus} is below the {need} CPUs verl's actors reserve "
+            f"(1 TaskRunner + reward.num_workers={config.reward.num_workers} + "
+            f"trainer.n_gpus_per_node={config.trainer.n_gpus_per_node}); verl would hang without an error. "
+            "Leave it null (all CPUs) or raise it."
+        )
+
+
+def local_gpu_count() -> int:
+    """GPUs visible to this process (torch's count; 0 on a CPU-only build or machine)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_gpus(config: DictConfig, available: int) -> None:
+    """Refuse at once, pointing to the CPU path, where verl would only fail after starting Ray."""
+    if is_cpu(config):
+        return
+    want = int(config.trainer.n_gpus_per_node)
+    if available == 0:
+        raise LaunchError(
+            "no GPU on this machine: verl's GRPO trainer needs GPUs (it has no CPU platform). "
+            f"For GRPO on CPU with a tiny model run `make train RECIPE={CPU_RECIPE}` "
+            f"(= python -m {CPU_ENTRY} --config-name {CPU_RECIPE}); `DRY_RUN=1 make train` checks this recipe "
+            "without GPUs; `make submit` sends it to a GPU Ray cluster."
+        )
+    if available < want:
+        raise LaunchError(
+            f"this node has {available} GPU(s) but the recipe asks for trainer.n_gpus_per_node={want}: "
+            f"run with GPUS={available}, or submit to a cluster with `make submit`."
+        )
+
+
+def validate(config: DictConfig) -> None:
+    """verl 0.9.1's own config validation, called as verl.trainer.main_ppo.main does (no Ray, no GPU).
+
+    `auto_set_device` is applied to a copy, and only for GPU recipes: on a machine without an
+    accelerator verl falls back to the CUDA platform and would rewrite a CPU recipe's device."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    config = OmegaConf.create(OmegaConf.to_container(config))  # verl mutates what it validates
+    if not is_cpu(config):
+        auto_set_device(config)
+    validate_config(
+        config=config,
+        use_reference_policy=need_reference_policy(config),
+        use_critic=need_critic(config),
+    )
+    check_ray_cpus(config)
+
+
+def plan(
+    recipe: str,
+    overrides: Sequence[str] = (),
+    nodes: int | None = None,
+    gpus: int | None = None,
+    python: str | None = None,
+) -> LaunchPlan:
+    """Compose the recipe with NODES/GPUS (GPU recipes) and the user's overrides, which win."""
+    base = compose(recipe, overrides)
+    all_overrides = [*cluster_overrides(base, nodes, gpus), *overrides]
+    config = compose(recipe, all_overrides) if all_overrides != list(overrides) else base
+    command = training_command(recipe, all_overrides, config, python or default_python())
+    env = {}
+    if not is_cpu(config) and "VERL_FILE_LOGGER_PATH" not in os.environ:
+        # verl's `file` logger: per-step metrics JSONL, read by eval/curves.py.
+        env["VERL_FILE_LOGGER_PATH"] = str((REPO_ROOT / run_dir(config) / "metrics.jsonl").resolve())
+    return LaunchPlan(recipe=recipe, overrides=all_overrides, config=config, command=command, env=env)
+
+
+def default_python() -> str:
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else "python"
+
+
+def runtime_env(extra_env: dict[str, str] | None = None, environ: dict[str, str] | None = None) -> dict:
+    """recipes/runtime_env.yaml with working_dir = the checkout and this shell's WANDB_*/HF_* variables."""
+    environ = dict(os.environ if environ is None else environ)
+    spec = yaml.safe_load(RUNTIME_ENV_FILE.read_text())
+    spec["working_dir"] = str(REPO_ROOT)
+    env_vars = {str(k): str(v) for k, v in (spec.get("env_vars") or {}).items()}
+    for name, value in environ.items():
+        if name.startswith(FORWARDED_ENV_PREFIXES) or name in FORWARDED_ENV_NAMES:
+            env_vars[name] = value
+    env_vars.update(extra_env or {})
+    spec["env_vars"] = env_vars
+    return spec
+
+
+def redacted(spec: dict) -> dict:
+    """A runtime_env fit to print: values of secret-looking variables replaced by ***."""
+    env_vars = {
+        k: ("***" if k.upper().rsplit("_", 1)[-1] in SECRET_SUFFIXES else v)
+        for k, v in spec["env_vars"].items()
+    }
+    return {**spec, "env_vars": env_vars}
+
+
+def write_runtime_env(spec: dict, path: Path) -> Path:
+    """Atomically, readable by the owner only (it may carry WANDB_API_KEY / HF_TOKEN)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+    os.replace(tmp, path)
+    return path
+
+
+def submit_spec(launch: LaunchPlan) -> dict:
+    """The runtime_env of a submitted job. It runs in a copy of the checkout (working_dir), so relative
+    paths of the recipe resolve there; a metrics path of this machine means nothing on the cluster."""
+    env = dict(launch.env)
+    if "VERL_FILE_LOGGER_PATH" in env:
+        env["VERL_FILE_LOGGER_PATH"] = str(run_dir(launch.config) / "metrics.jsonl")
+    return runtime_env(env)
+
+
+#: `ray job submit` joins the entry point with subprocess.list2cmdline (Windows quoting) and the job
+#: runs it with /bin/sh: arguments holding these characters would not arrive intact.
+UNSAFE_FOR_SUBMIT = set(" \t\n'\"\\$`;&|<>(){}*?!#~")
+
+
+def check_submittable(overrides: Sequence[str]) -> None:
+    bad = [o for o in overrides if UNSAFE_FOR_SUBMIT & set(o.lstrip("+~"))]
+    if bad:
+        raise LaunchError(
+            f"override(s) {bad} hold quotes, spaces or shell characters that `ray job submit` cannot pass "
+            "through intact; put such values in a recipe or group file under recipes/config/ instead."
+        )
+
+
+def submit_command(
+    launch: LaunchPlan, address: str, ray: str, runtime_env_file: Path, no_wait: bool = False
+) -> list[str]:
+    """`ray job submit` of the plan's command with the runtime_env written to `runtime_env_file`."""
+    cmd = [ray, "job", "submit", "--address", address, "--runtime-env", str(runtime_env_file)]
+    if no_wait:
+        cmd.append("--no-wait")
+    return [*cmd, "--", *launch.command]
+
+
+def ray_cli() -> str:
+    local = Path(sys.executable).parent / "ray"
+    return str(local) if local.exists() else (shutil.which("ray") or "ray")
+
+
+def describe(launch: LaunchPlan, command: Sequence[str], env: dict[str, str], extra: str = "") -> str:
+    """The dry-run report: the fully composed config, then the exact command."""
+    lines = [
+        f"# recipe: {launch.recipe}  (device: {launch.config.trainer.device})",
+        OmegaConf.to_yaml(launch.config).rstrip(),
+    ]
+    if extra:
+        lines.append(extra.rstrip())
+    if env:
+        lines.append("# environment: " + " ".join(f"{k}={v}" for k, v in env.items()))
+    lines += ["# command:", shlex.join(command)]
+    return "\n".join(lines)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.launch",
+        description="Check a recipe and run it on this node (train) or on a Ray cluster (submit). "
+        "Defaults come from RECIPE, NODES, GPUS, DRY_RUN, RAY_ADDRESS.",
+    )
+    parser.add_argument("action", choices=["train", "submit"])
+    parser.add_argument("--recipe", default=os.environ.get("RECIPE") or "imageedit_r1_qwen2_5_vl_7b")
+    parser.add_argument("--nodes", type=_int_or_none, default=_int_or_none(os.environ.get("NODES")))
+    parser.add_argument("--gpus", type=_int_or_none, default=_int_or_none(os.environ.get("GPUS")))
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=os.environ.get("DRY_RUN", "") not in ("", "0"),
+        help="print the composed config and the command, run verl's validation, start nothing",
+    )
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or DEFAULT_RAY_ADDRESS)
+    parser.add_argument("--no-wait", action="store_true", help="submit: return once the job is accepted")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=qwen3_vl_8b reward=no_goal")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.action == "train":
+            launch = plan(args.recipe, args.overrides, args.nodes, args.gpus, python=default_python())
+            command, env, shown = launch.command, launch.env, ""
+        else:
+            # The job runs the cluster's python in the uploaded checkout.
+            python = os.environ.get("SUBMIT_PYTHON", "python")
+            launch = plan(args.recipe, args.overrides, args.nodes, args.gpus, python=python)
+            check_submittable(launch.overrides)
+            spec = submit_spec(launch)
+            env_file = REPO_ROOT / "outputs" / "submit" / f"runtime_env_{launch.recipe}.yaml"
+            command, env = submit_command(launch, args.address, ray_cli(), env_file, args.no_wait), {}
+            shown = "# runtime_env:\n" + yaml.safe_dump(redacted(spec), sort_keys=False)
+        if args.dry_run:
+            print(describe(launch, command, env, shown), flush=True)
+            validate(launch.config)
+            print("# verl validate_config: passed", flush=True)
+            return 0
+        if args.action == "train":
+            check_gpus(launch.config, local_gpu_count())
+        else:
+            write_runtime_env(spec, env_file)
+        check_ray_cpus(launch.config)
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except HydraException as err:
+        print(
+            f"error: recipe {args.recipe!r} with overrides {args.overrides} does not compose: {err}",
+            file=sys.stderr,
+        )
+        return 2
+    except (AssertionError, ValueError) as err:  # verl's validate_config reports with both
+        print(f"error: verl validate_config rejected recipe {args.recipe!r}: {err}", file=sys.stderr)
+        return 2
+    print("+ " + shlex.join(command), file=sys.stderr, flush=True)
+    os.chdir(REPO_ROOT)
+    if env:
+        Path(env["VERL_FILE_LOGGER_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+    os.execvpe(command[0], command, {**os.environ, **env})
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GRPO on this node: `make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]`.
+# GPU recipes run verl's own `python -m verl.trainer.main_ppo --config-path recipes/config
+# --config-name $RECIPE`; a recipe with trainer.device=cpu (imageedit_r1_tiny) runs the CPU GRPO
+# trainer `python -m recipes.cpu_grpo`. With no GPU it stops at once and points to the CPU path.
+# DRY_RUN=1 prints the composed config and the exact command and runs verl's config validation (CPU).
+set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+  echo
+  echo "Usage: NODES=1 GPUS=8 RECIPE=imageedit_r1_qwen2_5_vl_7b [DRY_RUN=1] bash recipes/train.sh [hydra overrides]"
+  echo "Recipes: $(cd "$(dirname "$0")/config" && ls ./*.yaml | sed 's|^\./||; s|\.yaml$||' | tr '\n' ' ')"
+  exit 0
+fi
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON="$ROOT/.venv/bin/python"
+[[ -x "$PYTHON" ]] || PYTHON=python
+cd "$ROOT"
+exec "$PYTHON" -m recipes.launch train -- "$@"
