@@ -623,20 +623,24 @@ def generate_items(
         yield make_item(seed, index, min_edits, max_edits, image_size)
 
 
-def corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> list[str]:
-    """Texts for training the tiny tokenizer: requests, prompts, answers, plans, single-turn texts."""
+def iter_corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> Iterator[str]:
+    """Texts for training the tiny tokenizer, streamed: requests, prompts, answers, plans and
+    single-turn instructions."""
     from inference.prompts import decomposition_prompt
     from inference.protocol import single_turn_instruction
 
-    lines: list[str] = []
     for item in items:
-        lines.append(item.request)
+        yield item.request
         if with_prompts:
-            lines.append(decomposition_prompt(item.request))
-        lines.append(render_decomposition(item.decomposition))
-        lines.append(render_plan(item.plan))
-        lines.append(single_turn_instruction(item.plan))
-    return lines
+            yield decomposition_prompt(item.request)
+        yield render_decomposition(item.decomposition)
+        yield render_plan(item.plan)
+        yield single_turn_instruction(item.plan)
+
+
+def corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> list[str]:
+    """`iter_corpus` as a list (what `inference.tiny.build_tiny_vlm(corpus=...)` takes)."""
+    return list(iter_corpus(items, with_prompts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,7 +710,7 @@ def write_dataset(
     write_records(out, (eval_record(i, out) for i in eval_items))
     counts["records.jsonl"] = val
     with atomic_open(out / "corpus.txt") as fh:
-        for line in corpus(generate_items(train, **kw)):
+        for line in iter_corpus(generate_items(train, **kw)):
             fh.write(line + "\n")
     manifest = {"source": SOURCE, "train": train, "val": val, **kw, "files": counts}
     write_json(out / "manifest.json", manifest)
