@@ -228,7 +228,10 @@ def build_eval_set(
     total = len(ranks) if ranks is not None else len(table)
     bar = tqdm(total=total, desc=f"{source} rows", disable=not progress, mininterval=1)
     try:
-        rows = table.iter_rows(columns=None if table.kind in ("csv", "jsonl") else columns.required())
+        rows = table.iter_rows(
+            columns=None if table.kind in ("csv", "jsonl") else columns.required(),
+            only=None if ranks is None else set(ranks),
+        )
         for number, shard in enumerate(_shards(rows, ranks, shard_rows)):
             part = parts / f"shard-{number:05d}.jsonl"
             part_report = parts / f"shard-{number:05d}.report.json"

@@ -333,3 +333,24 @@ def test_ground_truth_import_attach_and_rl_data(tmp_path):
     )
     assert gts == ["brighten", "remove"]
     assert pq.read_table(rl / "val.parquet").num_rows == 0
+
+
+def _expected_sample(ids_by_index: dict[int, str], bad: set[int], k: int, seed: int) -> list[str]:
+    ranks = sample_ranks(len(ids_by_index), k, seed)
+    good = sorted((rank, index) for index, rank in ranks.items() if index not in bad)
+    return [ids_by_index[index] for _, index in good[:k]]
+
+
+def test_sampling_reads_only_the_chosen_rows_of_hf_and_parquet_sources(tmp_path):
+    hf = ultraedit_hf(tmp_path)
+    out = tmp_path / "hf_sample"
+    build_eval_set(hf, out, preset="ultraedit", sample=1, seed=3, progress=False)
+    ids = {i: str(idx) for i, idx in enumerate([*range(6), *range(100, 106)])}
+    assert [r.id for r in read_records(out)] == _expected_sample(ids, {1, 2, 7, 8}, 1, 3)
+    src = psr_parquet(tmp_path)
+    out = tmp_path / "pq_sample"
+    report = build_eval_set(src, out, preset="psr", sample=2, seed=7, progress=False)
+    ids = {i: f"t3_{i:03x}" for i in range(9)}
+    assert [r.id for r in read_records(out)] == _expected_sample(ids, {4}, 2, 7)
+    assert report.kept == 2 and report.normalised["spare_candidate_unused"] == 6
+    assert len(list((out / "images").glob("*.png"))) == 4  # inputs + references of the 2 kept
