@@ -1,0 +1,7 @@
+"""`python -m eval ...`: judge, reference, report, curves (see eval/README.md)."""
+
+import sys
+
+from eval.cli import main
+
+sys.exit(main())
