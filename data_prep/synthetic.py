@@ -9,6 +9,9 @@ scene, which `apply_instruction` reproduces from the sub-requests (the determini
 Every item depends only on (seed, index), so any slice can be regenerated, sharded or resumed.
 
     python -m data_prep.synthetic --out outputs/data/synthetic --train 2000 --val 256 --seed 0
+
+writes train/val RL parquet, SFT and EasyR1 parquet, the val items as an eval folder `eval/`,
+`corpus.txt` and `manifest.json` (see data_prep/README.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from inference.protocol import Decomposition, EditPlan, render_decomposition, re
 #: Key of the scene JSON in `image.info` and in the PNG text chunks.
 SCENE_INFO_KEY = "imageedit_scene"
 SOURCE = "synthetic"
+#: Sub-folder of a written dataset holding the held-out items as a records folder.
+EVAL_DIR = "eval"
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -690,7 +695,8 @@ def write_dataset(
     progress: bool = True,
 ) -> dict:
     """Write the synthetic set: RL/SFT/EasyR1 parquet for train and val, the val items as an eval
-    folder (`records.jsonl` + `images/`), `corpus.txt` and `manifest.json`. Streamed and atomic."""
+    records folder `eval/` (`records.jsonl` + `images/`, inputs and exact targets), `corpus.txt`
+    and `manifest.json`. Streamed and atomic."""
     from tqdm import tqdm
 
     from data_prep.atomic import atomic_open, write_json
@@ -707,8 +713,9 @@ def write_dataset(
     val_items = bar(generate_items(val, start=train, **kw), val, "synthetic val")
     counts |= write_training_sets(out, (training_example(i) for i in val_items), "val")
     eval_items = bar(generate_items(val, start=train, **kw), val, "synthetic eval")
-    write_records(out, (eval_record(i, out) for i in eval_items))
-    counts["records.jsonl"] = val
+    eval_dir = out / EVAL_DIR
+    write_records(eval_dir, (eval_record(i, eval_dir) for i in eval_items))
+    counts[f"{EVAL_DIR}/records.jsonl"] = val
     with atomic_open(out / "corpus.txt") as fh:
         for line in iter_corpus(generate_items(train, **kw)):
             fh.write(line + "\n")

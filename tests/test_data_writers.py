@@ -37,7 +37,10 @@ def processor(tiny_vlm_dir):
 def test_dataset_folder_layout(synthetic_dir):
     names = {p.name for p in synthetic_dir.iterdir()}
     expected = {"train.parquet", "val.parquet", "sft_train.parquet", "sft_val.parquet", "corpus.txt"}
-    assert expected | {"easyr1_train.parquet", "records.jsonl", "images", "manifest.json"} <= names
+    assert expected | {"easyr1_train.parquet", "eval", "manifest.json"} <= names
+    assert (synthetic_dir / "eval" / "records.jsonl").is_file() and (
+        synthetic_dir / "eval" / "images"
+    ).is_dir()
     assert not [n for n in names if n.endswith(".tmp")]
     manifest = json.loads((synthetic_dir / "manifest.json").read_text())
     assert manifest["files"]["train.parquet"] == N_TRAIN
@@ -123,7 +126,7 @@ def test_rl_and_sft_rows_agree(synthetic_dir):
 
 
 def test_eval_records_hold_input_target_and_ground_truth(synthetic_dir):
-    records = list(read_records(synthetic_dir))
+    records = list(read_records(synthetic_dir / "eval"))
     assert len(records) == N_VAL
     for record in records[:5]:
         assert record.image.is_absolute() and record.image.is_file()
