@@ -155,41 +155,64 @@ class VLMSequencer(_RetryingAgent):
         return self._run(convs, seeds)
 
 
-#: Verb phrase per action for the template sequencer ("{verb} the {subject}{goal}").
-_TEMPLATE_VERBS = {
-    "recolor": "Recolor",
-    "remove": "Remove",
-    "add": "Add",
-    "replace": "Replace",
-    "move": "Move",
-    "resize": "Resize",
-    "brighten": "Brighten",
-    "darken": "Darken",
-    "blur background": "Blur the background behind",
-    "restyle": "Restyle",
-    "enhance": "Enhance",
-    "restore": "Restore",
-    "crop": "Crop",
-    "rotate": "Rotate",
-    "change text": "Change the text on",
+#: Sub-request template per action ({s}: subject, {g}: goal, {a_g}/{a_s}: with an article). They
+#: follow the canonical sub-requests of `data_prep.synthetic` and read naturally on real images.
+_TEMPLATES = {
+    "remove": "Remove the {s}",
+    "replace": "Replace the {s} with {a_g}",
+    "recolor": "Recolor the {s} to {g}",
+    "change text": "Change the text on the {s} to {g}",
+    "resize": "Make the {s} {g}",
+    "move": "Move the {s} to the {g}",
+    "add": "Add {a_s} at the {g}",
+    "rotate": "Rotate the {s} {g}",
+    "crop": "Crop the image to the {s}",
+    "restyle": "Restyle the {s} as {g}",
+    "brighten": "Brighten the {s}",
+    "darken": "Darken the {s}",
+    "blur background": "Blur the background",
+    "enhance": "Enhance the {s}",
+    "restore": "Restore the {s}",
 }
-_GOAL_LINK = {"recolor": " to ", "replace": " with ", "move": " to ", "resize": " to ", "change text": " to "}
+#: Execution order: structure first, then appearance, global edits last (as the canonical plans do).
+TEMPLATE_ORDER: tuple[str, ...] = tuple(_TEMPLATES)
+#: Goals that name their action whatever the action list says (the lists are deduplicated, so a
+#: decomposition of "remove A, recolor B, remove C" has one "remove" for two subjects).
+_GOAL_ACTIONS = {
+    "removed": "remove",
+    "larger": "resize",
+    "smaller": "resize",
+    "bigger": "resize",
+    "brighter": "brighten",
+    "darker": "darken",
+    "blurred": "blur background",
+}
+
+
+def _article(phrase: str) -> str:
+    return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
 
 
 def template_steps(decomposition: Decomposition) -> tuple[str, ...]:
-    """Deterministic sub-requests: the i-th action, subject and goal together (the last one repeats when a
-    list is shorter), one step per subject or action, whichever list is longer."""
-    actions, subjects, goals = decomposition.actions, decomposition.subjects, decomposition.goals
-    pick = lambda xs, i: xs[min(i, len(xs) - 1)].strip() if xs else ""  # noqa: E731
+    """Deterministic sub-requests from a decomposition: the i-th subject with the i-th goal and action
+    (the last action repeats when the list is shorter; goals like "removed" pick their own action),
+    one step per subject, ordered by `TEMPLATE_ORDER`."""
+    actions = [a.strip().lower() for a in decomposition.actions if a.strip()]
+    subjects = [s.strip() for s in decomposition.subjects if s.strip()]
+    goals = [g.strip() for g in decomposition.goals if g.strip()]
     steps = []
-    for i in range(max(len(actions), len(subjects), 1 if goals else 0)):
-        action, subject, goal = pick(actions, i), pick(subjects, i), pick(goals, i)
-        verb = _TEMPLATE_VERBS.get(action.lower(), action.capitalize() or "Edit")
-        text = f"{verb} the {subject}" if subject else verb
-        if goal:
-            text += _GOAL_LINK.get(action.lower(), " so that it is ") + goal
-        steps.append(text)
-    return tuple(dict.fromkeys(steps))  # drop exact repeats, keep order
+    for i in range(max(len(subjects), len(actions))):
+        subject = subjects[min(i, len(subjects) - 1)] if subjects else "image"
+        goal = goals[i] if i < len(goals) else (goals[-1] if len(goals) == 1 else "")
+        action = _GOAL_ACTIONS.get(goal.lower()) or (actions[min(i, len(actions) - 1)] if actions else "edit")
+        template = _TEMPLATES.get(action)
+        if template is None:
+            text = f"{action.capitalize()} the {subject}" + (f" to {goal}" if goal else "")
+        else:
+            text = template.format(s=subject, g=goal, a_g=_article(goal), a_s=_article(subject))
+        rank = TEMPLATE_ORDER.index(action) if action in TEMPLATE_ORDER else len(TEMPLATE_ORDER)
+        steps.append((rank, i, " ".join(text.split())))
+    return tuple(dict.fromkeys(text for _, _, text in sorted(steps)))
 
 
 class TemplateSequencer:

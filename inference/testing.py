@@ -64,7 +64,9 @@ def teach_tiny_vlm(
         fulls.append(prompt + answer + tok.eos_token)
         images.append(image)
     enc = processor(text=fulls, images=images, padding=True, return_tensors="pt")
-    prompt_lens = [len(processor(text=[p], images=[im])["input_ids"][0]) for p, im in zip(prompts, images)]
+    prompt_lens = [
+        len(processor(text=[p], images=[im])["input_ids"][0]) for p, im in zip(prompts, images, strict=True)
+    ]
     labels = enc["input_ids"].clone()
     labels[enc["attention_mask"] == 0] = -100
     for row, n in enumerate(prompt_lens):
@@ -82,3 +84,82 @@ def teach_tiny_vlm(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 in a thread, for testing the HTTP clients without the network.
+
+    `respond(request) -> (status, headers, body)` is called for every request (from server threads);
+    `request` is a dict with method, path, headers (lower-cased names) and body (bytes). Every request
+    is also appended to `requests`. Use as a context manager; `url` is the base URL.
+    """
+
+    def __init__(self, respond):
+        import http.server
+        import threading
+
+        self.respond = respond
+        self.requests: list[dict[str, Any]] = []
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": self.rfile.read(length) if length else b"",
+                }
+                with server._lock:
+                    server.requests.append(request)
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
+                try:
+                    status, headers, body = server.respond(request)
+                finally:
+                    with server._lock:
+                        server.active -= 1
+                if isinstance(body, (dict, list)):
+                    import json
+
+                    body = json.dumps(body).encode()
+                    headers = {"Content-Type": "application/json", **headers}
+                elif isinstance(body, str):
+                    body = body.encode()
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+            do_GET = do_POST = _handle
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> LocalServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
