@@ -113,3 +113,39 @@ def test_batch_rerun_against_the_server_sends_no_request(tmp_path):
             tmp_path / "runs" / "single", RubricJudge(_backend(server.url)), tmp_path / "s.jsonl", **kwargs
         )
         assert len(server.requests) == 4 and again == rows
+
+
+def test_cli_judge_against_the_server(tmp_path, capsys):
+    """`python -m eval judge` end to end (in process) over HTTP, both scorers."""
+    from eval.cli import main
+    from eval.scores import read_scores
+    from inference.editors import make_editor
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
+    from inference.testing import write_synthetic_eval_set
+
+    records = write_synthetic_eval_set(tmp_path / "data", 3, seed=3)
+    EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer()).run(
+        items_from_records(records), tmp_path / "runs", "multi", progress=False
+    )
+    verdicts = '{"verdicts": [' + ",".join(['{"verdict": "yes"}'] * 8) + "]}"
+    with JudgeServer(script=[GOOD] * 3 + [verdicts] * 3) as server:
+        common = [
+            "--run",
+            str(tmp_path / "runs" / "multi"),
+            "--benchmark",
+            "synthetic",
+            "--backend",
+            "openai",
+        ]
+        common += ["--model", "gpt-4o", "--base-url", server.url, "--api-key-env", "", "--no-progress"]
+        assert main(["judge", *common, "--out", str(tmp_path / "rubric.jsonl"), "--evaluator", "GPT-4o"]) == 0
+        assert (
+            main(["judge", *common, "--out", str(tmp_path / "verifier.jsonl"), "--scorer", "verifier"]) == 0
+        )
+    rubric, verifier = read_scores(tmp_path / "rubric.jsonl"), read_scores(tmp_path / "verifier.jsonl")
+    assert [r["total"] for r in rubric] == [9.0] * 3 and {r["evaluator"] for r in rubric} == {"GPT-4o"}
+    assert [r["total"] for r in verifier] == [10.0] * 3 and verifier[0]["evaluator"] == "gpt-4o"
+    assert "verifier" not in server.requests[0]["messages"][0]["content"][2]["text"].lower()
+    assert "Principles" in server.requests[3]["messages"][0]["content"][2]["text"]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert summary["judged"] == 3 and summary["failed"] == 0
