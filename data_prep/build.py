@@ -432,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     an.add_argument("--model", required=True)
     an.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    an.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    an.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key ('' for none)"
+    )
     an.add_argument("--cache", default="outputs/cache/teacher")
     an.add_argument("--concurrency", type=int, default=4)
     an.add_argument("--retries", type=int, default=2, help="retries of invalid answers")
@@ -478,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         from data_prep.groundtruth import TeacherAnnotator, write_annotations
         from inference.llm import make_backend
 
-        kwargs: dict[str, Any] = {"api_key_env": args.api_key_env}
+        kwargs: dict[str, Any] = {"api_key_env": args.api_key_env or None}  # '' : no key (local server)
         if args.base_url:
             kwargs["base_url"] = args.base_url
         backend = make_backend(args.backend, args.model, **kwargs)

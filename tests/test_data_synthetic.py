@@ -160,3 +160,13 @@ def test_corpus_holds_requests_answers_and_plans():
     assert ITEMS[0].request in lines and ITEMS[0].answer in lines
     assert any("<steps>" in line for line in lines)
     assert all(isinstance(line, str) and line for line in lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**31), index=st.integers(0, 10**6), edits=st.integers(1, 4))
+def test_any_item_is_consistent(seed, index, edits):
+    item = next(generate_items(1, seed=seed, start=index, min_edits=edits, max_edits=edits))
+    assert len(item.plan.sub_requests) == edits == len(item.edits)
+    assert apply_instruction(item.scene, single_turn_instruction(item.plan)) == item.target_scene
+    assert Scene.from_json(item.scene.to_json()) == item.scene
+    assert len(item.decomposition.actions) <= edits and len(item.decomposition.subjects) == edits

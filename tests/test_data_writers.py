@@ -145,3 +145,38 @@ def test_corpus_trains_a_tokenizer_that_keeps_answers_short(synthetic_dir):
     answer = pq.read_table(synthetic_dir / "sft_train.parquet").to_pylist()[0]["messages"][1]["content"]
     assert len(tokenizer(answer)["input_ids"]) < 60
     assert torch.tensor(tokenizer(answer)["input_ids"]).numel() > 0
+
+
+def test_rl_rows_built_from_benchmark_records_load_in_verl(tmp_path, processor):
+    """Real-photo-sized images from a records folder (the benchmark path) also pass verl's filter."""
+    pytest.importorskip("qwen_vl_utils")
+    import numpy as np
+    from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
+
+    from data_prep.build import build_rl_data
+    from data_prep.records import Record, write_records
+    from inference.protocol import EditPlan
+
+    folder = tmp_path / "records"
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(6):
+        path = folder / "images" / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (180 + 10 * i, 260, 3), dtype=np.uint8)).save(path)
+        gt = Decomposition(("recolor",), (f"car {i}",), ("red",))
+        records.append(
+            Record(f"r{i}", "realedit", f"make car {i} red", path, (), gt, EditPlan((f"Recolor car {i}",)))
+        )
+    write_records(folder, records)
+    out = tmp_path / "rl"
+    report = build_rl_data(folder, out, val_fraction=0.0, max_side=224)
+    assert report.kept == 6
+    config = OmegaConf.create(
+        {"max_prompt_length": 1024, "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1}
+    )
+    dataset = RLHFDataset(str(out / "train.parquet"), processor.tokenizer, config, processor)
+    assert len(dataset) == 6
+    batch = collate_fn([dataset[i] for i in range(len(dataset))])
+    assert sorted(batch["extra_info"][i]["id"] for i in range(6)) == [f"r{i}" for i in range(6)]
+    assert max(dataset[0]["raw_prompt"][0]["content"][0]["image"].size) <= 224
