@@ -1,0 +1,322 @@
+"""Pipeline mechanics without neural models: input checks, traces, resume, duplicates, CLI, and the
+tool editor on synthetic scenes (exact outputs)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep.records import IMAGES_DIR, Record, read_records, write_records
+from data_prep.synthetic import save_png, scene_of
+from inference.agents import TemplateSequencer
+from inference.cli import main as cli_main
+from inference.editors import make_editor
+from inference.pipeline import (
+    EditingPipeline,
+    InputError,
+    Item,
+    OracleDecomposer,
+    OracleSequencer,
+    done_ids,
+    file_stem,
+    item_seed,
+    items_from_records,
+    load_image,
+    read_traces,
+)
+from inference.testing import write_synthetic_eval_set
+
+TRACE_KEYS = {
+    "id",
+    "mode",
+    "instruction",
+    "input_image",
+    "output_image",
+    "decomposition",
+    "plan",
+    "editor",
+    "models",
+    "seed",
+    "timings",
+    "error",
+}
+
+
+@pytest.fixture(scope="module")
+def eval_set(tmp_path_factory):
+    return write_synthetic_eval_set(tmp_path_factory.mktemp("eval"), 8, seed=0, max_edits=3)
+
+
+def _tool_pipeline(**kw):
+    return EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer(), **kw)
+
+
+# ------------------------------------------------------------------------------ input images
+
+
+def _bomb_png(path: Path, width: int, height: int) -> Path:
+    """A PNG header declaring a huge image (no pixel data): must be refused before decoding."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (  # noqa: E731
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_load_image_refuses_bad_files_naming_them(tmp_path):
+    with pytest.raises(InputError, match="image not found: .*missing.png"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(InputError, match="unreadable image .*text.png"):
+        load_image(tmp_path / "text.png")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64), "red").save(good)
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
+    with pytest.raises(InputError, match="unreadable image.*cut.png"):
+        load_image(tmp_path / "cut.png")
+    with pytest.raises(InputError, match="too large.*bomb.png"):
+        load_image(_bomb_png(tmp_path / "bomb.png", 100_000, 100_000))
+    with pytest.raises(InputError, match=r"too large: 64x64 = 4096 pixels > limit 1000"):
+        load_image(good, max_pixels=1000)
+    Image.new("RGB", (4, 64)).save(tmp_path / "thin.png")
+    with pytest.raises(InputError, match="too small: 4x64"):
+        load_image(tmp_path / "thin.png")
+
+
+def test_load_image_converts_odd_modes_to_rgb(tmp_path):
+    rgba = Image.new("RGBA", (16, 16), (255, 0, 0, 0))
+    rgba.save(tmp_path / "rgba.png")
+    assert load_image(tmp_path / "rgba.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    Image.new("P", (16, 16), 3).save(tmp_path / "p.png")
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    assert load_image(tmp_path / "cmyk.jpg").mode == "RGB"
+    deep = Image.fromarray(np.array([[0, 65535] * 8] * 16, dtype=np.uint16))
+    deep.save(tmp_path / "deep.png")
+    out = load_image(tmp_path / "deep.png")
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((1, 0)) == (255, 255, 255)
+    assert load_image(tmp_path / "p.png").mode == "RGB"
+
+
+def test_load_image_keeps_the_synthetic_scene(eval_set):
+    record = next(read_records(eval_set))
+    image = load_image(record.image)
+    assert scene_of(image) is not None and image.mode == "RGB"
+
+
+# ------------------------------------------------------------------------------ ids and seeds
+
+
+def test_item_seed_and_file_stem():
+    assert item_seed(0, "a") == item_seed(0, "a") != item_seed(1, "a")
+    assert 0 <= item_seed(5, "x") < 2**31
+    assert file_stem("synthetic-0-0000001") == "synthetic-0-0000001"
+    assert file_stem("psr/12 a") == "psr%2F12%20a" != file_stem("psr_12 a")
+    for bad in ("", " ", ".", ".."):
+        with pytest.raises(InputError, match="item id"):
+            file_stem(bad)
+
+
+# ------------------------------------------------------------------------------ the tool editor end to end
+
+
+@pytest.mark.parametrize("mode", ["single", "multi"])
+def test_ground_truth_agents_with_the_tool_editor_reproduce_the_targets(eval_set, tmp_path, mode):
+    summary = _tool_pipeline(batch_size=3).run(items_from_records(eval_set), tmp_path, mode, progress=False)
+    assert (summary.done, summary.failed) == (8, 0)
+    records = {r.id: r for r in read_records(eval_set)}
+    traces = list(read_traces(tmp_path / mode))
+    assert sorted(t["id"] for t in traces) == sorted(records)
+    for t in traces:
+        assert TRACE_KEYS <= set(t) and t["error"] is None and t["mode"] == mode
+        out = Image.open(t["output_image"])
+        target = Image.open(records[t["id"]].references[0])
+        assert np.array_equal(np.asarray(out.convert("RGB")), np.asarray(target.convert("RGB")))
+        assert scene_of(out) == scene_of(target)  # the scene survived as a PNG text chunk
+        assert t["plan"] == list(records[t["id"]].plan.sub_requests)
+        assert t["decomposition"]["parsed"]["actions"] == list(records[t["id"]].decomposition.actions)
+
+
+def test_original_mode_sends_the_request_as_is(eval_set, tmp_path):
+    pipe = EditingPipeline(make_editor("tool"))  # no agents needed
+    pipe.run(items_from_records(eval_set), tmp_path, "original", progress=False)
+    traces = list(read_traces(tmp_path / "original"))
+    assert len(traces) == 8
+    for t in traces:
+        assert t["decomposition"] is None and t["plan"] is None
+        if t["error"]:  # natural phrasings are not canonical: the tool editor refuses, naming the text
+            assert (
+                t["error"].startswith("editor tool: ValueError: cannot execute") and t["output_image"] is None
+            )
+
+
+def test_template_sequencer_runs_too(eval_set, tmp_path):
+    pipe = EditingPipeline(make_editor("tool"), OracleDecomposer(), TemplateSequencer())
+    summary = pipe.run(items_from_records(eval_set), tmp_path, "single", progress=False)
+    assert summary.done == 8
+    assert all(t["models"]["sequencing"] == "template" for t in read_traces(tmp_path / "single"))
+
+
+# ------------------------------------------------------------------------------ bad input in a batch
+
+
+def test_bad_items_get_clear_errors_and_the_batch_goes_on(eval_set, tmp_path):
+    folder = tmp_path / "data"
+    good = list(read_records(eval_set))[:2]
+    (folder / IMAGES_DIR).mkdir(parents=True)
+    (folder / IMAGES_DIR / "junk.png").write_bytes(b"GIF89a nonsense")
+    Image.new("RGB", (64, 64)).save(folder / IMAGES_DIR / "plain.png")
+    _bomb_png(folder / IMAGES_DIR / "bomb.png", 90_000, 90_000)
+    recs = [
+        Record(
+            g.id,
+            g.source,
+            g.instruction,
+            save_png(load_image(g.image), folder / IMAGES_DIR / g.image.name),
+            decomposition=g.decomposition,
+            plan=g.plan,
+        )
+        for g in good
+    ]
+    bad = [
+        Record("missing", "t", "Brighten the image", folder / IMAGES_DIR / "nope.png"),
+        Record("junk", "t", "Brighten the image", folder / IMAGES_DIR / "junk.png"),
+        Record("bomb", "t", "Brighten the image", folder / IMAGES_DIR / "bomb.png"),
+        Record("empty", "t", "   ", folder / IMAGES_DIR / "plain.png"),
+        Record("no-scene", "t", "Brighten the image", folder / IMAGES_DIR / "plain.png"),
+    ]
+    write_records(folder, [recs[0], *bad, recs[1]])
+    for mode in ("original", "single"):
+        pipe = _tool_pipeline(batch_size=4) if mode == "single" else EditingPipeline(make_editor("tool"))
+        summary = pipe.run(items_from_records(folder), tmp_path / "out", mode, progress=False)
+        assert summary.done == 7
+        errors = {t["id"]: t["error"] for t in read_traces(tmp_path / "out" / mode)}
+        assert "image not found" in errors["missing"] and "nope.png" in errors["missing"]
+        assert "unreadable image" in errors["junk"]
+        assert "too large" in errors["bomb"]
+        assert errors["empty"] == "empty edit request for item 'empty'"
+        if mode == "original":
+            assert "carries no synthetic scene" in errors["no-scene"]
+        else:
+            assert "has no ground-truth decomposition" in errors["no-scene"]
+            assert errors[recs[0].id] is None and errors[recs[1].id] is None
+    assert not (tmp_path / "out" / "original" / "missing.png").exists()
+
+
+# ------------------------------------------------------------------------------ resume, duplicates
+
+
+def test_resume_skips_done_items_and_retry_errors_redoes_failures(eval_set, tmp_path):
+    items = list(items_from_records(eval_set))
+    pipe = _tool_pipeline(batch_size=2)
+    first = pipe.run(items[:5], tmp_path, "single", progress=False)
+    assert (first.done, first.skipped) == (5, 0)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "single").glob("*.json")}
+    (tmp_path / "single" / ".x.json.abc.tmp").write_text("half")  # a killed write
+    second = pipe.run(items + items[:2], tmp_path, "single", progress=False)
+    assert (second.done, second.skipped, second.duplicates) == (3, 5, 2)
+    assert all((tmp_path / "single" / n).read_bytes() == b for n, b in before.items())  # not redone
+    assert not list((tmp_path / "single").glob(".*.tmp"))
+    assert len(done_ids(tmp_path / "single")) == 8
+
+    # an item that failed is kept as done, unless asked to retry errors
+    broken = Item("broken", "Remove the red circle", items[0].image)  # no ground truth -> error
+    pipe.run([broken], tmp_path, "single", progress=False)
+    assert pipe.run([broken], tmp_path, "single", progress=False).skipped == 1
+    again = pipe.run([broken], tmp_path, "single", retry_errors=True, progress=False)
+    assert again.done == 1 and again.failed == 1
+
+
+def test_same_input_and_seed_give_the_same_traces(eval_set, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        _tool_pipeline(seed=3).run(items_from_records(eval_set), tmp_path / name, "multi", progress=False)
+        runs.append(
+            {
+                t["id"]: {k: v for k, v in t.items() if k not in ("timings", "output_image")}
+                for t in read_traces(tmp_path / name / "multi")
+            }
+        )
+    assert runs[0] == runs[1]
+    for png in (tmp_path / "a" / "multi").glob("*.png"):
+        assert png.read_bytes() == (tmp_path / "b" / "multi" / png.name).read_bytes()
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_one_image(tmp_path, eval_set, capsys):
+    record = next(r for r in read_records(eval_set) if len(r.plan.sub_requests) >= 1)
+    request = " and ".join(s.lower() for s in record.plan.sub_requests)
+    code = cli_main(
+        [
+            "--image",
+            str(record.image),
+            "--request",
+            record.plan.sub_requests[0],
+            "--out",
+            str(tmp_path),
+            "--mode",
+            "original",
+            "--editor",
+            "tool",
+            "--id",
+            "one",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["done"] == 1 and summary["failed"] == 0
+    (trace,) = read_traces(tmp_path / "original")
+    assert trace["id"] == "one" and Path(trace["output_image"]).is_file()
+    code = cli_main(
+        [
+            "--image",
+            str(record.image),
+            "--request",
+            request + " and paint a moustache",
+            "--out",
+            str(tmp_path / "bad"),
+            "--mode",
+            "original",
+            "--editor",
+            "tool",
+            "--no-progress",
+        ]
+    )
+    assert code == 1 and "cannot execute" in capsys.readouterr().err
+
+
+def test_cli_records_several_modes_with_resume(tmp_path, eval_set, capsys):
+    args = [
+        "--records",
+        str(eval_set),
+        "--out",
+        str(tmp_path),
+        "--editor",
+        "tool",
+        "--decomposer",
+        "ground_truth",
+        "--sequencer",
+        "ground_truth",
+        "--mode",
+        "single",
+        "--mode",
+        "multi",
+        "--no-progress",
+        "--limit",
+        "5",
+    ]
+    assert cli_main(args) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [(x["mode"], x["done"], x["failed"]) for x in lines] == [("single", 5, 0), ("multi", 5, 0)]
+    assert cli_main(args[:-2]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [(x["done"], x["skipped"]) for x in lines] == [(3, 5), (3, 5)]
