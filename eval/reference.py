@@ -114,6 +114,21 @@ def decomposition_scores(raw_answer: str | None, ground_truth: Mapping[str, Any]
     return compute_score("eval", raw_answer or "", json.dumps(dict(ground_truth)))
 
 
+def trace_decomposition_scores(
+    trace_decomposition: Mapping[str, Any], ground_truth: Mapping[str, Any]
+) -> dict[str, float | None]:
+    """`decomposition_scores` of a trace's decomposition. Without a raw answer (the oracle agent)
+    the F1s are those of the parsed lists and `format`/`score` are None (there was no text)."""
+    raw = trace_decomposition.get("raw")
+    parsed = trace_decomposition.get("parsed")
+    if raw is None and isinstance(parsed, Mapping):
+        from inference.protocol import Decomposition, render_decomposition
+
+        rendered = render_decomposition(Decomposition.from_ground_truth(parsed))
+        return decomposition_scores(rendered, ground_truth) | {"format": None, "score": None}
+    return decomposition_scores(raw, ground_truth)
+
+
 def _open_with_info(path: str | os.PathLike) -> Image.Image:
     """Open and fully load an image, keeping PNG text chunks in `.info` (scene_of needs them)."""
     with Image.open(path) as im:
@@ -161,11 +176,13 @@ def score_run_against_references(
         if record is None:
             row["error"] = f"id {trace['id']!r} not in {records_folder}"
         elif record.decomposition is not None and trace.get("decomposition"):
-            row["decomposition"] = decomposition_scores(
-                trace["decomposition"].get("raw"), record.decomposition.to_ground_truth()
+            row["decomposition"] = trace_decomposition_scores(
+                trace["decomposition"], record.decomposition.to_ground_truth()
             )
         if record is not None and not trace.get("output_image"):
             row["error"] = f"no edited image (pipeline error: {trace.get('error')})"
+            if record.source == "synthetic":
+                row["exact"] = False  # no output is an incorrect edit; the image metrics stay null
         elif record is not None and not record.references:
             row["error"] = "no reference image"
         elif record is not None:
@@ -180,8 +197,9 @@ def score_run_against_references(
 
 
 def summarize_reference_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Means per (benchmark, editor, method): metrics over rows that have them, exact-match rate,
-    decomposition F1s, and counts of items and of items with an error."""
+    """Means per (benchmark, editor, method): image metrics over rows that have them, the exact-match
+    rate over all synthetic items (no output counts as not exact), decomposition format and F1s,
+    and counts of items and of items with an error."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["editor"], r["method"]), []).append(r)
@@ -203,7 +221,8 @@ def summarize_reference_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str
         summary["exact"] = mean([float(e) for e in exact])
         decs = [r["decomposition"] for r in group if r.get("decomposition")]
         for key in ("format", "action", "subject", "goal"):
-            summary[f"f1_{key}" if key != "format" else "format"] = mean([d[key] for d in decs if key in d])
+            values = [d[key] for d in decs if d.get(key) is not None]
+            summary[f"f1_{key}" if key != "format" else "format"] = mean(values)
         summary["errors"] = sum(r.get("error") is not None for r in group)
         out.append(summary)
     return out

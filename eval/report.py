@@ -150,7 +150,10 @@ def reference_table(summaries: Sequence[Mapping[str, Any]]) -> Table:
     mark_best(table, range(3, 3 + len(keys)))
     errors = sum(int(s.get("errors") or 0) for s in summaries)
     if errors:
-        table.notes.append(f"{errors} items had no output or no reference and are excluded from the means.")
+        table.notes.append(
+            f"{errors} items had no output or no reference: excluded from the image metrics; "
+            "on the synthetic set a missing output counts as not exact."
+        )
     return table
 
 

@@ -72,3 +72,14 @@ def test_decomposition_f1_comes_from_the_training_reward(item):
     partial = decomposition_scores(render_decomposition(wrong), truth)
     assert partial["action"] == 0.0 and partial["subject"] == 1.0 and partial["format"] == 1.0
     assert decomposition_scores(None, truth)["format"] == 0.0
+
+
+def test_oracle_trace_without_raw_answer_scores_the_parsed_lists(item):
+    from eval.reference import trace_decomposition_scores
+
+    truth = item.decomposition.to_ground_truth()
+    scores = trace_decomposition_scores({"raw": None, "parsed": {**truth, "think": ""}}, truth)
+    assert scores["action"] == scores["subject"] == scores["goal"] == 1.0
+    assert scores["format"] is None and scores["score"] is None
+    raw = render_decomposition(item.decomposition)
+    assert trace_decomposition_scores({"raw": raw, "parsed": None}, truth)["format"] == 1.0
