@@ -489,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         write_annotations(args.out, annotator.annotate(read_records(args.records), report), args.model)
         report.write(Path(args.out).with_suffix(".report.json"))
     else:
+        from data_prep.writers import verl_image_support_problem
+
+        if problem := verl_image_support_problem():
+            print(f"WARNING: {problem}", file=sys.stderr)
         report = build_rl_data(args.records, args.out, args.val_fraction, args.seed, args.max_side)
     print(report.summary(), file=sys.stderr)
     return 0

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -739,6 +740,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from data_prep.writers import verl_image_support_problem
+
+    if problem := verl_image_support_problem():
+        print(f"WARNING: {problem}", file=sys.stderr)
     manifest = write_dataset(
         args.out,
         train=args.train,

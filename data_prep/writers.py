@@ -90,6 +90,19 @@ class TrainingExample:
     plan: EditPlan | None = None
 
 
+def verl_image_support_problem() -> str | None:
+    """Why verl would drop our image rows here (None when it will not): verl's RLHFDataset length
+    filter needs `qwen_vl_utils`; without it `filter_overlong_prompts=True` silently drops them all."""
+    import importlib.util
+
+    if importlib.util.find_spec("qwen_vl_utils") is None:
+        return (
+            "qwen_vl_utils is not installed: verl's RLHFDataset with filter_overlong_prompts=True will "
+            "silently drop every image row (install verl[verl-core] or qwen-vl-utils)"
+        )
+    return None
+
+
 def png_bytes(image: Image.Image) -> bytes:
     """Encode as PNG (lossless; small for the synthetic images)."""
     buf = io.BytesIO()

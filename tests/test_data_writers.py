@@ -14,6 +14,7 @@ from PIL import Image
 
 from data_prep.records import read_records
 from data_prep.synthetic import scene_of, write_dataset
+from data_prep.writers import verl_image_support_problem
 from inference.prompts import IMAGE_PLACEHOLDER
 from inference.protocol import Decomposition, check_format, parse_decomposition
 
@@ -48,7 +49,7 @@ def test_dataset_folder_layout(synthetic_dir):
 
 
 def test_verl_rlhf_dataset_loads_every_row_and_collates(synthetic_dir, processor):
-    pytest.importorskip("qwen_vl_utils", reason="verl silently drops every image row without it")
+    assert verl_image_support_problem() is None, verl_image_support_problem()
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
     config = OmegaConf.create(
@@ -85,7 +86,7 @@ def test_verl_rlhf_dataset_loads_every_row_and_collates(synthetic_dir, processor
 
 
 def test_verl_sft_dataset_reads_the_cold_start_rows(synthetic_dir, processor):
-    pytest.importorskip("qwen_vl_utils")
+    assert verl_image_support_problem() is None, verl_image_support_problem()
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     config = OmegaConf.create({"max_length": 1024, "truncation": "error", "messages_key": "messages"})
@@ -149,7 +150,7 @@ def test_corpus_trains_a_tokenizer_that_keeps_answers_short(synthetic_dir):
 
 def test_rl_rows_built_from_benchmark_records_load_in_verl(tmp_path, processor):
     """Real-photo-sized images from a records folder (the benchmark path) also pass verl's filter."""
-    pytest.importorskip("qwen_vl_utils")
+    assert verl_image_support_problem() is None, verl_image_support_problem()
     import numpy as np
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
