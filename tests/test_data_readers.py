@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from data_prep.build import build_eval_set, build_rl_data, main, sample_ranks
@@ -354,3 +356,37 @@ def test_sampling_reads_only_the_chosen_rows_of_hf_and_parquet_sources(tmp_path)
     assert [r.id for r in read_records(out)] == _expected_sample(ids, {4}, 2, 7)
     assert report.kept == 2 and report.normalised["spare_candidate_unused"] == 6
     assert len(list((out / "images").glob("*.png"))) == 4  # inputs + references of the 2 kept
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=80), json_values.map(json.dumps)), max_size=6))
+def test_ground_truth_reader_counts_any_bad_line_and_never_crashes(tmp_path_factory, lines):
+    from data_prep.groundtruth import read_ground_truth
+    from data_prep.report import Report
+
+    path = tmp_path_factory.mktemp("gt") / "gt.jsonl"
+    path.write_text("\n".join(line.replace("\n", " ") for line in lines) + "\n")
+    report = Report()
+    truth = read_ground_truth(path, report)
+    assert report.seen == report.kept + report.n_skipped
+    assert len(truth) <= report.kept
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values)
+def test_record_parser_raises_only_value_error(value):
+    from data_prep.records import Record
+
+    try:
+        Record.from_json(value if isinstance(value, dict) else {"x": value}, "/tmp")
+    except ValueError:
+        pass
