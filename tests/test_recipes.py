@@ -1,0 +1,348 @@
+"""The recipes compose on verl 0.9.1's own config, pass its validation on CPU, carry the paper's
+hyperparameters, and the launchers behave (DRY_RUN, no-GPU stop, CPU dispatch, Ray submission spec)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from recipes import launch
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = "imageedit_r1_qwen2_5_vl_7b"
+TINY = "imageedit_r1_tiny"
+MODELS = {
+    "qwen2_5_vl_7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen3_vl_8b": "Qwen/Qwen3-VL-8B-Instruct",
+    "qwen2_5_vl_3b": "Qwen/Qwen2.5-VL-3B-Instruct",
+}
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment the Makefile gives the scripts (minus PYTHONPATH: the scripts set it)."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DRY_RUN", "RECIPE", "NODES", "GPUS")
+    }
+    env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", **extra)
+    return env
+
+
+def run_script(script: str, *args: str, timeout: int = 180, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(REPO / "recipes" / script), *args],
+        cwd="/",  # the scripts must not depend on the caller's directory
+        env=script_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- composition and the paper's numbers ---------------------------------------------------------
+
+
+def test_paper_recipe_has_the_papers_hyperparameters():
+    cfg = launch.compose(PAPER)
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert cfg.algorithm.adv_estimator == "grpo"
+    assert actor.ppo_mini_batch_size == 32  # EasyR1 worker.actor.global_batch_size
+    assert rollout.n == 8
+    assert rollout.temperature == 1.0
+    assert actor.optim.lr == pytest.approx(1e-6)
+    assert rollout.name == "vllm"
+    assert (cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, cfg.trainer.device) == (1, 8, "cuda")
+    assert cfg.actor_rollout_ref.model.path == MODELS["qwen2_5_vl_7b"]
+    # KL to the reference in the loss, after verl's Qwen2.5-VL-7B GRPO example; eq. 4's token mean.
+    assert (actor.use_kl_loss, actor.kl_loss_type, actor.kl_loss_coef) == (True, "low_var_kl", 0.01)
+    assert actor.loss_agg_mode == "token-mean"
+    assert cfg.algorithm.use_kl_in_reward is False
+    # The rollout batch holds a whole number of global batches.
+    assert cfg.data.train_batch_size % actor.ppo_mini_batch_size == 0
+
+
+def test_reward_is_wired_through_the_key_verl_reads():
+    cfg = launch.compose(PAPER)
+    reward_fn = cfg.reward.custom_reward_function
+    assert reward_fn.path == "reward_fns/imageedit_r1.py"
+    assert reward_fn.name == "compute_score"
+    assert reward_fn.reward_kwargs.mode == "exact"
+    assert dict(reward_fn.reward_kwargs.weights) == {
+        "format": 1.0,
+        "action": 1.0,
+        "subject": 1.0,
+        "goal": 1.0,
+    }
+    # The legacy top-level key is silently ignored by verl 0.9.1: the recipe must leave it empty.
+    assert OmegaConf.select(cfg, "custom_reward_function.path") is None
+    assert (REPO / reward_fn.path).is_file()
+
+
+def test_reward_function_loads_through_verls_own_loader():
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    cfg = launch.compose(PAPER)
+    os.chdir(REPO)  # verl resolves the path against the working directory, as the launchers set it
+    score = get_custom_reward_fn(cfg)
+    gt = '{"actions": ["recolor"], "subjects": ["cube"], "goals": ["red"]}'
+    out = score(
+        data_source="synthetic",
+        solution_str='<think>t</think><action>["recolor"]</action><subjects>["cube"]</subjects><goals>["red"]</goals>',
+        ground_truth=gt,
+    )
+    assert out["score"] == pytest.approx(1.0)
+
+
+def test_reward_component_curves_use_the_reward_engineers_replay_buffer():
+    cfg = launch.compose(PAPER)
+    sampler = cfg.trainer.v1.sampler.custom_sampler
+    assert (REPO / sampler.path).is_file()
+    assert sampler.name == "RewardComponentReplayBuffer"
+    assert cfg.trainer.v1.trainer_mode == "sync"  # the buffer above is the sync one
+    assert "file" in cfg.trainer.logger and "wandb" in cfg.trainer.logger
+    assert launch.compose(PAPER, ["metrics=verl_default"]).trainer.v1.sampler.custom_sampler.path is None
+
+
+def test_groups_swap_on_the_command_line():
+    cfg = launch.compose(PAPER, ["model=qwen3_vl_8b", "reward=no_goal", "data=synthetic", "logger=console"])
+    assert cfg.actor_rollout_ref.model.path == MODELS["qwen3_vl_8b"]
+    weights = cfg.reward.custom_reward_function.reward_kwargs.weights
+    assert (weights.goal, weights.format, weights.action, weights.subject) == (0.0, 1.0, 1.0, 1.0)
+    assert cfg.data.train_files == "outputs/data/synthetic/train.parquet"
+    assert "wandb" not in cfg.trainer.logger
+    assert launch.compose(PAPER, ["reward=fuzzy"]).reward.custom_reward_function.reward_kwargs.mode == "fuzzy"
+    semantic = launch.compose(PAPER, ["reward=semantic"]).reward.custom_reward_function.reward_kwargs
+    assert semantic.mode == "semantic"
+    # verl's own reward defaults survive under our reward group
+    assert cfg.reward.reward_manager.name == "naive"
+
+
+def test_tiny_recipe_carries_the_contract_keys():
+    cfg = launch.compose(TINY)
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert cfg.trainer.device == "cpu"
+    assert (rollout.n, rollout.temperature, rollout.top_p) == (8, 1.0, 1.0)
+    assert actor.optim.lr == pytest.approx(1e-4)
+    assert (actor.use_kl_loss, actor.kl_loss_type, actor.kl_loss_coef) == (True, "low_var_kl", 0.01)
+    assert (actor.clip_ratio, actor.loss_agg_mode) == (0.2, "token-mean")
+    assert (cfg.data.train_batch_size, cfg.data.max_response_length) == (8, 48)
+    assert cfg.trainer.total_training_steps == 150
+    assert cfg.reward.custom_reward_function.path == "reward_fns/imageedit_r1.py"
+    assert cfg.reward.custom_reward_function.name == "compute_score"
+    assert "reward_kwargs" in cfg.reward.custom_reward_function
+    c = OmegaConf.to_container(cfg.cpu, resolve=False)
+    assert c["sft"] == {"steps": 300, "lr": 2.0e-3, "batch_size": 32, "warmup_steps": 20, "grad_clip": 1.0}
+    assert c["data"] == {"dir": "outputs/data/synthetic", "train": 2000, "val": 256, "seed": 0}
+    assert c["model"] == {
+        "dir": "outputs/tiny/vlm",
+        "text_hidden": 128,
+        "text_layers": 2,
+        "vision_hidden": 64,
+    }
+    assert (c["eval_every"], c["eval_items"], c["seed"]) == (25, 256, 0)
+    assert c["out_dir"] == "outputs/runs/${trainer.experiment_name}"
+    assert cfg.cpu.out_dir == "outputs/runs/tiny_grpo"
+    # one knob each: moving the data or the model moves what verl's dataset and model keys read
+    moved = launch.compose(TINY, ["cpu.data.dir=/d", "cpu.model.dir=/m"])
+    assert (moved.data.train_files, moved.data.val_files) == ("/d/train.parquet", "/d/val.parquet")
+    assert moved.actor_rollout_ref.model.path == "/m"
+
+
+def test_tiny_recipe_is_the_paper_objective():
+    paper, tiny = launch.compose(PAPER), launch.compose(TINY)
+    for key in (
+        "algorithm.adv_estimator",
+        "actor_rollout_ref.rollout.n",
+        "actor_rollout_ref.rollout.temperature",
+    ):
+        assert OmegaConf.select(paper, key) == OmegaConf.select(tiny, key), key
+    assert paper.actor_rollout_ref.actor.kl_loss_type == tiny.actor_rollout_ref.actor.kl_loss_type
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_gpu_model_passes_verls_validation(model, nodes):
+    """verl's validate_config, as main_ppo calls it, for each model group on 1 and 2 nodes of 8 GPUs."""
+    p = launch.plan(PAPER, [f"model={model}"], nodes=nodes, gpus=8)
+    assert (p.config.trainer.nnodes, p.config.trainer.n_gpus_per_node) == (nodes, 8)
+    assert p.config.actor_rollout_ref.model.path == MODELS[model]
+    launch.validate(p.config)
+
+
+def test_validation_rejects_an_impossible_batch():
+    p = launch.plan(PAPER, ["data.train_batch_size=3"], nodes=1, gpus=8)  # 3 x 8 rollouts = 24 < 32 x 8
+    with pytest.raises((AssertionError, ValueError)):
+        launch.validate(p.config)
+
+
+def test_validation_keeps_a_cpu_recipe_on_cpu():
+    cfg = launch.compose(TINY)
+    launch.validate(cfg)
+    assert cfg.trainer.device == "cpu"  # verl's auto_set_device would rewrite it on a GPU-less machine
+
+
+# --- launch plans ---------------------------------------------------------------------------------
+
+
+def test_gpu_plan_is_verls_own_main_with_nodes_and_gpus_first():
+    p = launch.plan(PAPER, ["trainer.total_epochs=1", "trainer.nnodes=4"], nodes=2, gpus=4, python="py")
+    assert p.command == [
+        "py",
+        "-m",
+        "verl.trainer.main_ppo",
+        "--config-path",
+        "pkg://recipes.config",
+        "--config-name",
+        PAPER,
+        "trainer.nnodes=2",
+        "trainer.n_gpus_per_node=4",
+        "trainer.total_epochs=1",
+        "trainer.nnodes=4",
+    ]
+    assert p.config.trainer.nnodes == 4  # the user's overrides win over NODES
+    assert p.env["VERL_FILE_LOGGER_PATH"].endswith("outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl")
+
+
+def test_cpu_recipe_dispatches_to_the_cpu_trainer():
+    p = launch.plan(TINY, ["cpu.sft.steps=5"], nodes=1, gpus=8, python="py")
+    assert p.command == ["py", "-m", "recipes.cpu_grpo", "--config-name", TINY, "cpu.sft.steps=5"]
+    assert p.on_cpu and p.env == {}
+    # the paper recipe switched to CPU by override goes the same way
+    assert launch.plan(PAPER, ["cluster=cpu", "model=tiny"], python="py").command[2] == "recipes.cpu_grpo"
+
+
+def test_no_gpu_is_refused_with_a_pointer_to_the_cpu_path():
+    with pytest.raises(launch.LaunchError, match="no GPU.*imageedit_r1_tiny"):
+        launch.check_gpus(launch.compose(PAPER), available=0)
+    with pytest.raises(launch.LaunchError, match="4 GPU"):
+        launch.check_gpus(launch.compose(PAPER), available=4)
+    launch.check_gpus(launch.compose(PAPER), available=8)
+    launch.check_gpus(launch.compose(TINY), available=0)
+
+
+def test_low_ray_num_cpus_is_refused_before_verl_hangs():
+    cfg = launch.compose(PAPER, ["ray_kwargs.ray_init.num_cpus=2"])
+    with pytest.raises(launch.LaunchError, match="num_cpus=2.*hang"):
+        launch.check_ray_cpus(cfg)
+    launch.check_ray_cpus(launch.compose(PAPER, ["ray_kwargs.ray_init.num_cpus=64"]))
+    launch.check_ray_cpus(launch.compose(PAPER))  # null: all CPUs
+
+
+def test_unknown_recipe_names_the_choices():
+    with pytest.raises(launch.LaunchError, match="unknown recipe 'nope'.*imageedit_r1_tiny"):
+        launch.compose("nope")
+
+
+# --- Ray submission spec --------------------------------------------------------------------------
+
+
+def test_submit_runtime_env_uploads_the_checkout_without_heavy_folders(tmp_path):
+    p = launch.plan(TINY, [], python="python")
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_API_KEY": "k-123",
+        "HF_TOKEN": "t",
+        "HOME": "/h",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    spec = launch.runtime_env(environ=env)
+    assert spec["working_dir"] == str(REPO)
+    for folder in (".venv/", "outputs/", "wandb/", ".git/"):
+        assert folder in spec["excludes"]
+    assert spec["env_vars"]["WANDB_MODE"] == "offline" and spec["env_vars"]["WANDB_API_KEY"] == "k-123"
+    assert spec["env_vars"]["HF_TOKEN"] == "t" and "HOME" not in spec["env_vars"]
+    shown = launch.redacted(spec)["env_vars"]
+    assert shown["WANDB_API_KEY"] == "***" and shown["HF_TOKEN"] == "***"
+    assert shown["TOKENIZERS_PARALLELISM"] == "false" and shown["WANDB_MODE"] == "offline"
+    written = launch.write_runtime_env(spec, tmp_path / "env.yaml")
+    assert yaml.safe_load(written.read_text()) == spec
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    cmd = launch.submit_command(p, "http://127.0.0.1:8265", "ray", written)
+    assert cmd[:7] == [
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        "http://127.0.0.1:8265",
+        "--runtime-env",
+        str(written),
+    ]
+    assert cmd[7:] == ["--", "python", "-m", "recipes.cpu_grpo", "--config-name", TINY]
+
+
+def test_submit_metrics_path_is_relative_to_the_jobs_working_dir():
+    spec = launch.submit_spec(launch.plan(PAPER, [], nodes=1, gpus=8))
+    assert spec["env_vars"]["VERL_FILE_LOGGER_PATH"] == "outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl"
+
+
+def test_submit_refuses_overrides_the_shell_would_mangle():
+    launch.check_submittable(["trainer.logger=[console,file]", "+a.b=1", "~c", "x.y=1e-6"])
+    with pytest.raises(launch.LaunchError, match="shell"):
+        launch.check_submittable(["trainer.experiment_name='a b'"])
+
+
+# --- the scripts themselves -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nodes", ["1", "2"])
+def test_dry_run_of_the_paper_recipe_composes_and_validates(nodes):
+    out = run_script("train.sh", "trainer.total_epochs=1", DRY_RUN="1", NODES=nodes, GPUS="8", RECIPE=PAPER)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "# verl validate_config: passed" in text
+    command = text.split("# command:\n", 1)[1].strip().splitlines()[0]
+    assert command.endswith(
+        f"-m verl.trainer.main_ppo --config-path pkg://recipes.config --config-name {PAPER} "
+        f"trainer.nnodes={nodes} trainer.n_gpus_per_node=8 trainer.total_epochs=1"
+    )
+    composed = yaml.safe_load(text.split("# command:")[0].split("\n", 1)[1].split("# environment:")[0])
+    assert composed["trainer"]["nnodes"] == int(nodes)
+    assert composed["actor_rollout_ref"]["actor"]["ppo_mini_batch_size"] == 32
+    assert composed["reward"]["custom_reward_function"]["path"] == "reward_fns/imageedit_r1.py"
+
+
+def test_train_without_gpu_stops_at_once_and_points_to_the_cpu_path():
+    if launch.local_gpu_count():
+        pytest.skip("this machine has a GPU")
+    out = run_script("train.sh", timeout=120, NODES="1", GPUS="8")
+    assert out.returncode == 2
+    assert "no GPU" in out.stderr and "RECIPE=imageedit_r1_tiny" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_dry_run_of_the_cpu_recipe_prints_the_cpu_command():
+    out = run_script("train.sh", "cpu.sft.steps=5", DRY_RUN="1", RECIPE=TINY, NODES="1", GPUS="8")
+    assert out.returncode == 0, out.stderr[-3000:]
+    command = out.stdout.split("# command:\n", 1)[1].splitlines()[0]
+    assert command.endswith(f"-m recipes.cpu_grpo --config-name {TINY} cpu.sft.steps=5")
+
+
+def test_bad_input_gets_a_clear_error():
+    out = run_script("train.sh", "no_such_key=1", DRY_RUN="1", RECIPE=PAPER)
+    assert out.returncode == 2 and "does not compose" in out.stderr and "no_such_key" in out.stderr
+    out = run_script("submit.sh", RECIPE="nope")
+    assert out.returncode == 2 and "unknown recipe 'nope'" in out.stderr
+
+
+@pytest.mark.parametrize("script", ["train.sh", "submit.sh", "export.sh", "slurm/train.slurm"])
+def test_scripts_answer_help(script):
+    out = run_script(script, "--help", timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout
+
+
+def test_launcher_module_runs_without_the_scripts():
+    out = subprocess.run(
+        [sys.executable, "-m", "recipes.launch", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "train" in out.stdout and "submit" in out.stdout
