@@ -76,9 +76,20 @@ class JudgeCache:
 
 @dataclass
 class _Pending:
+    """An item still to ask; images are re-read when its batch runs (a run may not fit in memory)."""
+
     index: int
     key: str
-    item: JudgeItem | VerifyItem
+    request: str
+    original_path: str
+    edited_path: str
+    principles: tuple[str, ...] | None = None
+
+    def item(self) -> JudgeItem | VerifyItem:
+        original, edited = _load_rgb(self.original_path), _load_rgb(self.edited_path)
+        if self.principles is None:
+            return JudgeItem(self.request, original, edited)
+        return VerifyItem(self.request, original, edited, self.principles)
 
 
 def _read_traces(run_folder: Path) -> list[dict[str, Any]]:
@@ -163,6 +174,7 @@ def judge_run(
             rows[index] = _failure(labels, f"cannot load images: {type(exc).__name__}: {exc}")
             continue
         request = str(trace["instruction"])
+        principles = None
         if isinstance(scorer, PrincipleVerifier):
             parsed = (trace.get("decomposition") or {}).get("parsed")
             try:
@@ -170,10 +182,8 @@ def judge_run(
             except ValueError as exc:  # a malformed parsed decomposition: fall back to the request
                 log.warning("item %s: %s; verifying against the request as a whole", labels["id"], exc)
                 principles = tuple(principles_for(request))
-            item: JudgeItem | VerifyItem = VerifyItem(request, original, edited, principles)
             prompt = scorer.prompt(request, principles)
         else:
-            item = JudgeItem(request, original, edited)
             prompt = scorer.prompt(request)
         key = cache_key(scorer.model_id, prompt, [image_hash(original), image_hash(edited)], sampling)
         entry = cache.get(key)
@@ -181,12 +191,13 @@ def judge_run(
             rows[index] = labels | dict(entry["fields"])
             continue
         rows[index] = labels
-        pending.append(_Pending(index, key, item))
+        pending.append(_Pending(index, key, request, trace["input_image"], trace["output_image"], principles))
 
     def run_batch(batch: list[_Pending]) -> list[Judgement | Verification]:
+        items = [p.item() for p in batch]
         if isinstance(scorer, PrincipleVerifier):
-            return scorer.verify_many([p.item for p in batch])
-        return scorer.judge_many([p.item for p in batch])
+            return scorer.verify_many(items)
+        return scorer.judge_many(items)
 
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     bar = tqdm(
