@@ -134,3 +134,27 @@ def test_megabytes_of_adversarial_text_are_cut_and_parsed(unit):
     result = parse_judge_answer(junk + verdict)
     assert result.ok and result.scores.total == 6
     assert len(junk) > 100 * MAX_ANSWER_CHARS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.lists(
+            st.sampled_from(
+                ['{"verdicts": [', "{", "}", "]", '"verdict": ', '"yes"', "partly", "no", "1.", "\n", ","]
+            ),
+            max_size=120,
+        ).map("".join),
+    ),
+    st.integers(1, 6),
+)
+def test_verifier_parser_never_raises_and_is_all_or_nothing(text, count):
+    from eval.verifier import parse_verifier_answer
+
+    principles = [f"p{i}" for i in range(count)]
+    verdicts, error = parse_verifier_answer(text, principles)
+    assert (verdicts is None) != (error is None)
+    if verdicts is not None:
+        assert [v.principle for v in verdicts] == principles
+        assert all(v.verdict in ("yes", "partly", "no") for v in verdicts)
