@@ -433,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--model", required=True)
     an.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     an.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key ('' for none)"
+        "--api-key-env",
+        default=None,
+        help="environment variable holding the key (default: the backend's, OPENAI_API_KEY or GEMINI_API_KEY; '' for none)",
     )
     an.add_argument("--cache", default="outputs/cache/teacher")
     an.add_argument("--concurrency", type=int, default=4)
@@ -480,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         from data_prep.groundtruth import TeacherAnnotator, write_annotations
         from inference.llm import make_backend
 
-        kwargs: dict[str, Any] = {"api_key_env": args.api_key_env or None}  # '' : no key (local server)
+        kwargs: dict[str, Any] = {}
+        if args.api_key_env is not None:  # '' : no key (a local server); unset: the backend's default
+            kwargs["api_key_env"] = args.api_key_env or None
         if args.base_url:
             kwargs["base_url"] = args.base_url
         backend = make_backend(args.backend, args.model, **kwargs)
