@@ -159,3 +159,27 @@ def test_tiny_vlm_judge_end_to_end_through_transformers_backend(tiny_vlm_dir, im
     verification = PrincipleVerifier(backend, sampling=sampling, retries=0).verify("make it red", *images)
     assert len(verification.answers) == 1
     assert verification.ok or verification.error.startswith("unreadable answer")
+
+
+def test_cli_judge_with_the_tiny_vlm_records_failures_not_zeros(tiny_vlm_dir, tmp_path):
+    """`python -m eval judge --backend transformers` on a real run folder with the tiny VLM."""
+    from eval.cli import main
+    from eval.scores import read_scores
+    from inference.editors import make_editor
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
+    from inference.testing import write_synthetic_eval_set
+
+    records = write_synthetic_eval_set(tmp_path / "data", 2, seed=4)
+    EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer()).run(
+        items_from_records(records), tmp_path / "runs", "single", progress=False
+    )
+    argv = ["judge", "--run", str(tmp_path / "runs" / "single"), "--benchmark", "synthetic"]
+    argv += ["--backend", "transformers", "--model", str(tiny_vlm_dir), "--device", "cpu", "--retries", "0"]
+    argv += ["--max-new-tokens", "8", "--out", str(tmp_path / "s.jsonl"), "--no-progress"]
+    assert main(argv) == 0
+    rows = read_scores(tmp_path / "s.jsonl")
+    assert len(rows) == 2 and {r["evaluator"] for r in rows} == {str(tiny_vlm_dir)}
+    for r in rows:
+        assert r["total"] is not None or (
+            r["error"].startswith("unreadable answer") and r["fulfillment"] is None
+        )
