@@ -343,6 +343,8 @@ def build_rl_data(
     val_fraction: float = 0.05,
     seed: int = 0,
     max_side: int | None = None,
+    shard_rows: int | None = None,
+    progress: bool = True,
 ) -> Report:
     """verl RL + SFT + EasyR1 parquet (train/val) from the records that carry a decomposition."""
     from data_prep.writers import TrainingExample, png_bytes, write_training_sets
@@ -350,7 +352,9 @@ def build_rl_data(
     report = Report()
 
     def examples(split: str) -> Iterator[TrainingExample]:
-        for record in read_records(records_dir):
+        for record in tqdm(
+            read_records(records_dir), desc=f"rl {split}", disable=not progress, mininterval=1
+        ):
             if is_val(record.id, seed, val_fraction) != (split == "val"):
                 continue
             report.seen += 1
@@ -374,8 +378,8 @@ def build_rl_data(
                 record.plan,
             )
 
-    counts = write_training_sets(out_dir, examples("train"), "train")
-    counts |= write_training_sets(out_dir, examples("val"), "val")
+    counts = write_training_sets(out_dir, examples("train"), "train", shard_rows=shard_rows)
+    counts |= write_training_sets(out_dir, examples("val"), "val", shard_rows=shard_rows)
     write_json(Path(out_dir) / "manifest.json", {"records": str(records_dir), "files": counts, "seed": seed})
     report.write(Path(out_dir) / REPORT_FILE)
     return report
@@ -446,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--out", required=True)
     rl.add_argument("--val-fraction", type=float, default=0.05)
     rl.add_argument("--seed", type=int, default=0)
-    rl.add_argument("--max-side", type=int, default=None)
+    rl.add_argument("--max-side", type=int, default=None, help="downscale larger images to this side")
+    rl.add_argument("--shard-rows", type=int, default=None, help="rows per parquet shard (default: one file)")
+    rl.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
     if args.command == "eval":
@@ -497,7 +503,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if problem := verl_image_support_problem():
             print(f"WARNING: {problem}", file=sys.stderr)
-        report = build_rl_data(args.records, args.out, args.val_fraction, args.seed, args.max_side)
+        report = build_rl_data(
+            args.records,
+            args.out,
+            args.val_fraction,
+            args.seed,
+            args.max_side,
+            shard_rows=args.shard_rows,
+            progress=not args.no_progress,
+        )
     print(report.summary(), file=sys.stderr)
     return 0
 

@@ -171,6 +171,11 @@ class ParquetStreamWriter:
         self._tmp = temp_path_near(self.path)
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
 
+    @property
+    def rows_pending(self) -> int:
+        """Rows written so far, flushed or not."""
+        return self.rows + len(self._pending)
+
     def write(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
         if len(self._pending) >= self.row_group_rows:
@@ -182,15 +187,23 @@ class ParquetStreamWriter:
             self.rows += len(self._pending)
             self._pending = []
 
+    def finish(self) -> None:
+        """Flush and close the temp file (it is not yet visible at `path`)."""
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+
     def close(self) -> Path:
-        self._flush()
-        self._writer.close()
+        self.finish()
         os.replace(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:
         """Drop the partial file (the destination keeps whatever it held before)."""
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ParquetStreamWriter:
@@ -211,6 +224,42 @@ def write_parquet(path: str | os.PathLike, schema: pa.Schema, rows: Iterable[dic
     return writer.rows
 
 
+class ShardedParquetWriter:
+    """`ParquetStreamWriter` that starts a new file every `shard_rows` rows: `<stem>-00000.parquet`, ...
+    (verl takes the list of files). With `shard_rows=None` it writes the single file `<stem>.parquet`."""
+
+    def __init__(self, folder: Path, stem: str, schema: pa.Schema, shard_rows: int | None = None):
+        self.folder, self.stem, self.schema, self.shard_rows = folder, stem, schema, shard_rows
+        self.rows = 0
+        self.files: list[Path] = []
+        self._done: list[ParquetStreamWriter] = []
+        self._current: ParquetStreamWriter | None = None
+
+    def _path(self, shard: int) -> Path:
+        name = f"{self.stem}.parquet" if self.shard_rows is None else f"{self.stem}-{shard:05d}.parquet"
+        return self.folder / name
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._current is None or (self.shard_rows and self._current.rows_pending >= self.shard_rows):
+            if self._current is not None:
+                self._current.finish()  # nothing of a finished shard stays in memory
+                self._done.append(self._current)
+            self._current = ParquetStreamWriter(self._path(len(self._done)), self.schema)
+        self._current.write(row)
+        self.rows += 1
+
+    def close(self) -> list[Path]:
+        if self._current is None:  # no rows: still write one (empty) file so readers find it
+            self._current = ParquetStreamWriter(self._path(0), self.schema)
+        # shards become visible together, at the end (a killed run leaves none half-written)
+        self.files = [w.close() for w in [*self._done, self._current]]
+        return self.files
+
+    def abort(self) -> None:
+        for w in [*self._done, *([self._current] if self._current else [])]:
+            w.abort()
+
+
 def write_training_sets(
     out_dir: str | os.PathLike,
     examples: Iterable[TrainingExample],
@@ -219,36 +268,34 @@ def write_training_sets(
     sft: bool = True,
     easyr1: bool = True,
     name: str | None = None,
+    shard_rows: int | None = None,
 ) -> dict[str, int]:
     """Write `<name or split>.parquet` (verl RL), `sft_<..>.parquet` and `easyr1_<..>.parquet` in one
-    pass over `examples`; returns rows written per file name."""
+    pass over `examples` (`-00000`, `-00001`, ... shards of `shard_rows` rows when given); returns
+    rows written per file name."""
     out = Path(out_dir)
     stem = name or split
-    writers: dict[str, tuple[ParquetStreamWriter, Any]] = {}
-    if rl:
-        writers[f"{stem}.parquet"] = (ParquetStreamWriter(out / f"{stem}.parquet", RL_SCHEMA), "rl")
-    if sft:
-        writers[f"sft_{stem}.parquet"] = (ParquetStreamWriter(out / f"sft_{stem}.parquet", SFT_SCHEMA), "sft")
-    if easyr1:
-        writers[f"easyr1_{stem}.parquet"] = (
-            ParquetStreamWriter(out / f"easyr1_{stem}.parquet", EASYR1_SCHEMA),
-            "easyr1",
-        )
+    kinds = [("rl", stem, RL_SCHEMA, rl), ("sft", f"sft_{stem}", SFT_SCHEMA, sft)]
+    kinds.append(("easyr1", f"easyr1_{stem}", EASYR1_SCHEMA, easyr1))
+    writers = {
+        kind: ShardedParquetWriter(out, file_stem, schema, shard_rows)
+        for kind, file_stem, schema, on in kinds
+        if on
+    }
     try:
         for index, example in enumerate(examples):
-            for writer, kind in writers.values():
-                if kind == "rl":
-                    writer.write(verl_rl_row(example, index, split))
-                elif kind == "sft":
-                    writer.write(verl_sft_row(example))
-                else:
-                    writer.write(easyr1_row(example))
+            if "rl" in writers:
+                writers["rl"].write(verl_rl_row(example, index, split))
+            if "sft" in writers:
+                writers["sft"].write(verl_sft_row(example))
+            if "easyr1" in writers:
+                writers["easyr1"].write(easyr1_row(example))
     except BaseException:
-        for writer, _ in writers.values():
+        for writer in writers.values():
             writer.abort()
         raise
     counts = {}
-    for file, (writer, _) in writers.items():
-        writer.close()
-        counts[file] = writer.rows
+    for writer in writers.values():
+        for path in writer.close():
+            counts[path.name] = pq.ParquetFile(path).metadata.num_rows
     return counts

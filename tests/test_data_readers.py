@@ -325,9 +325,15 @@ def test_ground_truth_import_attach_and_rl_data(tmp_path):
     # attach later through the CLI (in place)
     assert main(["attach", "--records", str(out), "--ground-truth", str(gt)]) == 0
     rl = tmp_path / "rl"
-    report = build_rl_data(out, rl, val_fraction=0.0)
+    report = build_rl_data(out, rl, val_fraction=0.0, progress=False)
     assert report.kept == 2 and report.skipped["no_ground_truth"] == 6
     table = pq.read_table(rl / "train.parquet")
+    sharded = tmp_path / "rl_sharded"
+    build_rl_data(out, sharded, val_fraction=0.0, shard_rows=1, progress=False)
+    shards = sorted(p.name for p in sharded.glob("train-*.parquet"))
+    assert shards == ["train-00000.parquet", "train-00001.parquet"]
+    assert pq.read_table(sharded / "sft_train-00001.parquet").num_rows == 1
+    assert not list(sharded.glob(".*.tmp"))
     assert table.num_rows == 2
     gts = sorted(
         json.loads(g)["actions"][0]
