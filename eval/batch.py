@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from eval.judge import JudgeItem, Judgement, RubricJudge
-from eval.scores import write_scores, write_text_atomic
+from eval.scores import failed_fields, write_scores, write_text_atomic
 from eval.verifier import PrincipleVerifier, Verification, VerifyItem, principles_for
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,6 @@ def _load_rgb(path: str | os.PathLike) -> Image.Image:
         return im.convert("RGB")
 
 
-def _failure(fields: dict[str, Any], error: str) -> dict[str, Any]:
-    return fields | {
-        "fulfillment": None,
-        "quality": None,
-        "preservation": None,
-        "total": None,
-        "error": error,
-    }
-
-
 def _result_fields(result: Judgement | Verification) -> dict[str, Any]:
     fields = result.score_fields()
     if isinstance(result, Judgement):
@@ -166,12 +156,12 @@ def judge_run(
             "evaluator": evaluator,
         }
         if not trace.get("output_image"):
-            rows[index] = _failure(labels, f"no edited image (pipeline error: {trace.get('error')})")
+            rows[index] = labels | failed_fields(f"no edited image (pipeline error: {trace.get('error')})")
             continue
         try:
             original, edited = _load_rgb(trace["input_image"]), _load_rgb(trace["output_image"])
         except (OSError, KeyError) as exc:
-            rows[index] = _failure(labels, f"cannot load images: {type(exc).__name__}: {exc}")
+            rows[index] = labels | failed_fields(f"cannot load images: {type(exc).__name__}: {exc}")
             continue
         request = str(trace["instruction"])
         principles = None

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from PIL import Image
 
 from eval.parsing import RubricScores, parse_judge_answer
+from eval.scores import failed_fields
 from inference.backends import ChatBackend, Conversation, Sampling
 from inference.prompts import judge_prompt, user_message
 
@@ -49,13 +50,7 @@ class Judgement:
     def score_fields(self) -> dict[str, Any]:
         """The score-file fields: rubric values and total, or nulls and the error."""
         if self.scores is None:
-            return {
-                "fulfillment": None,
-                "quality": None,
-                "preservation": None,
-                "total": None,
-                "error": self.error,
-            }
+            return failed_fields(self.error or "unknown error")
         d = self.scores.to_dict()
         return {k: d[k] for k in ("fulfillment", "quality", "preservation", "total")} | {"error": None}
 

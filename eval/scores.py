@@ -33,6 +33,11 @@ LABEL_FIELDS: tuple[str, ...] = ("id", "benchmark", "editor", "method", "evaluat
 VALUE_RANGES: dict[str, float] = {**RUBRIC, "total": sum(RUBRIC.values())}
 
 
+def failed_fields(error: str) -> dict[str, Any]:
+    """Score fields of a failed judgement: null scores and the error (never zeros)."""
+    return dict.fromkeys(VALUE_RANGES) | {"error": error}
+
+
 def validate_score(row: Mapping[str, Any], where: str = "score") -> dict[str, Any]:
     """The row as a dict if it follows the contract; else ValueError naming the field and `where`."""
     if not isinstance(row, Mapping):

@@ -28,6 +28,7 @@ from PIL import Image
 from eval.judge import DEFAULT_SAMPLING, ask_with_retries
 from eval.parsing import MAX_ANSWER_CHARS, MAX_JSON_ATTEMPTS, RUBRIC
 from eval.prompts import verifier_prompt
+from eval.scores import failed_fields
 from inference.backends import ChatBackend, Conversation, Sampling
 from inference.prompts import user_message
 from inference.protocol import Decomposition
@@ -112,13 +113,7 @@ class Verification:
     def score_fields(self) -> dict[str, Any]:
         agg = self.aggregate()
         if agg is None:
-            return {
-                "fulfillment": None,
-                "quality": None,
-                "preservation": None,
-                "total": None,
-                "error": self.error,
-            }
+            return failed_fields(self.error or "unknown error")
         return agg | {"error": None}
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,13 +279,7 @@ class VerifierReward:
             agg = result.aggregate()
             if agg is None:
                 rewards.append(
-                    {
-                        SCORE_KEY: self.failure_score,
-                        "fulfillment": None,
-                        "quality": None,
-                        "preservation": None,
-                    }
-                    | {"error": result.error}
+                    {SCORE_KEY: self.failure_score} | dict.fromkeys(RUBRIC) | {"error": result.error}
                 )
                 continue
             rewards.append(
