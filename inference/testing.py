@@ -86,6 +86,70 @@ def teach_tiny_vlm(
     return out
 
 
+def cached_taught_vlm(
+    vlm_dir: str | Path,
+    examples: Sequence[tuple[Any, str, str]],
+    steps: int = 50,
+    lr: float = 4e-3,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """`teach_tiny_vlm` once per distinct (base weights, examples, steps, lr), cached on disk.
+
+    The cache lives in `$IMAGEEDIT_TEST_CACHE` (default: `<tmp>/imageedit-r1-test-cache`); entries
+    appear atomically (built in a temp folder, then renamed), so parallel test files can share it.
+    """
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    import torch
+
+    digest = hashlib.sha256(f"{steps}/{lr}/{torch.__version__}".encode())
+    for name in sorted(os.listdir(vlm_dir)):
+        path = Path(vlm_dir) / name
+        if path.is_file():
+            digest.update(name.encode() + path.read_bytes())
+    for image, text, answer in examples:
+        digest.update(image.tobytes() + f"{image.size}{text}\0{answer}".encode())
+    root = Path(
+        cache_dir
+        or os.environ.get("IMAGEEDIT_TEST_CACHE")
+        or Path(tempfile.gettempdir()) / "imageedit-r1-test-cache"
+    )
+    target = root / f"taught-vlm-{digest.hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+    try:
+        teach_tiny_vlm(vlm_dir, examples, tmp, steps=steps, lr=lr)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first: use theirs
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+
+def taught_on_first_item(eval_set: str | Path, vlm_dir: str | Path):
+    """(first record of `eval_set`, a tiny VLM taught its decomposition and plan), cached."""
+    from data_prep.records import read_records
+    from inference.pipeline import load_image
+    from inference.prompts import decomposition_prompt, sequencing_prompt
+    from inference.protocol import render_decomposition, render_plan
+
+    first = next(read_records(eval_set))
+    image = load_image(first.image)
+    examples = [
+        (image, decomposition_prompt(first.instruction), render_decomposition(first.decomposition)),
+        (image, sequencing_prompt(first.instruction, first.decomposition), render_plan(first.plan)),
+    ]
+    return first, cached_taught_vlm(vlm_dir, examples)
+
+
 class LocalServer:
     """A real HTTP server on 127.0.0.1 in a thread, for testing the HTTP clients without the network.
 
