@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 #: Curly quotes stripped from item ends besides ASCII punctuation (U+2018, U+2019, U+201C, U+201D).
 CURLY_QUOTES = "\u2018\u2019\u201c\u201d"
@@ -51,13 +51,15 @@ def normalise_items_ordered(items: Iterable[str]) -> list[str]:
     return [item for item in dict.fromkeys(normalised) if item]
 
 
-def _normalise_joined(unique: Iterable[str]) -> list[str]:
+def _normalise_joined(unique: Collection[str]) -> list[str]:
     """`normalise_item` over many items at once: join on newline, NFKC + lowercase the whole text,
     collapse whitespace, split, strip. Valid because a newline is whitespace (so replacing one inside
     an item changes nothing after collapsing), no character's NFKC or lowercase contains a newline,
     and a newline neither composes under NFKC nor is case-ignorable for the final-sigma rule."""
-    items = [i.replace("\n", " ") if "\n" in i else i for i in unique]
-    text = unicodedata.normalize("NFKC", "\n".join(items)).lower()
+    text = "\n".join(unique)
+    if text.count("\n") != len(unique) - 1:  # some item holds a newline (JSON strings can)
+        text = "\n".join(i.replace("\n", " ") for i in unique)
+    text = unicodedata.normalize("NFKC", text).lower()
     text = _WHITESPACE_RUN_EXCEPT_NEWLINE.sub(" ", text)
     return [line.strip(STRIP_CHARS) for line in text.split("\n")]
 

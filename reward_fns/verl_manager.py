@@ -1,0 +1,81 @@
+"""Per-component reward curves during verl 0.9.1 training (paper Figure 3).
+
+verl 0.9.1 logs the reward dict's extra keys (format, action, ...) only at validation. Every training
+step, though, the v1 trainer asks its replay buffer for the step's batch and merges the metrics dict
+the buffer returns into the step's metrics (`PPOTrainer._step_once`: `batch, off_policy_metrics =
+self.replay_buffer.sample(...)`). The buffer class is pluggable by file path, so the least invasive
+hook is a ReplayBuffer subclass that, after the normal sampling, reads the selected trajectories'
+`extra_fields.reward_extra_info` (written by the reward loop, as verl's own DAPO filter reads it) and
+adds the batch means as `train/reward/<component>`:
+
+    trainer.v1.sampler.custom_sampler.path=reward_fns/verl_manager.py
+    trainer.v1.sampler.custom_sampler.name=RewardComponentReplayBuffer        # trainer.v1.trainer_mode=sync
+    trainer.v1.sampler.custom_sampler.name=RewardComponentReplayBufferAsync   # the async trainer modes
+
+Scope: the rule-based reward computed in the agent loop (no colocated reward model) with the v1
+trainer (`trainer.use_v1=true`, verl's default). verl passes a custom sampler fewer constructor
+arguments than its built-in one, so DAPO group filtering (`algorithm.filter_groups`) is off with it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+try:
+    import reward_fns.components  # noqa: F401
+except ImportError:  # loaded by file path from a process whose sys.path lacks the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import transfer_queue as tq  # noqa: E402
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync  # noqa: E402
+
+from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric  # noqa: E402
+
+#: Reward-dict keys averaged into training metrics each step.
+LOGGED_KEYS: tuple[str, ...] = (SCORE_KEY, *REWARD_COMPONENTS)
+#: Partition of the TransferQueue that holds training (not validation) trajectories.
+TRAIN_PARTITION = "train"
+
+
+def reward_component_means(
+    extra_fields: Iterable[Any], keys: Iterable[str] = LOGGED_KEYS
+) -> dict[str, float]:
+    """Means of the reward-dict keys over trajectories, as `train/reward/<key>` metrics.
+
+    Each element is one trajectory's `extra_fields` (a dict, or a tensordict NonTensorData holding
+    one); a trajectory without a key does not count towards that key's mean."""
+    keys = tuple(keys)
+    sums = dict.fromkeys(keys, 0.0)
+    counts = dict.fromkeys(keys, 0)
+    for value in extra_fields:
+        fields = getattr(value, "data", value)
+        info = fields.get("reward_extra_info") if isinstance(fields, Mapping) else None
+        if not isinstance(info, Mapping):
+            continue
+        for key in keys:
+            if key in info and info[key] is not None:
+                sums[key] += float(info[key])
+                counts[key] += 1
+    return {train_metric(k): sums[k] / counts[k] for k in keys if counts[k]}
+
+
+class RewardComponentMetrics:
+    """Mixin for verl's replay buffers: training batches also report reward component means."""
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        batch, metrics = super().sample(global_steps, partition_id, batch_size)
+        if partition_id == TRAIN_PARTITION and batch.keys:
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=partition_id, select_fields=["extra_fields"])
+            metrics = {**metrics, **reward_component_means(list(data["extra_fields"]))}
+        return batch, metrics
+
+
+class RewardComponentReplayBuffer(RewardComponentMetrics, ReplayBuffer):
+    """verl's sync replay buffer plus `train/reward/*` metrics (trainer.v1.trainer_mode=sync)."""
+
+
+class RewardComponentReplayBufferAsync(RewardComponentMetrics, ReplayBufferAsync):
+    """verl's async replay buffer plus `train/reward/*` metrics (colocate_async / separate_async)."""
