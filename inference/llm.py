@@ -83,6 +83,7 @@ class TransformersBackend(ChatBackend):
         dtype: str = "auto",
         batch_size: int = 8,
         attn_implementation: str | None = None,
+        generation_kwargs: dict[str, Any] | None = None,
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -92,6 +93,8 @@ class TransformersBackend(ChatBackend):
         self.model_id = str(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = max(1, int(batch_size))
+        #: Extra `generate` arguments (e.g. repetition_penalty, min_new_tokens); Sampling wins on overlap.
+        self.generation_kwargs = dict(generation_kwargs or {})
         self.processor = AutoProcessor.from_pretrained(model)
         self.processor.tokenizer.padding_side = "left"
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -113,7 +116,7 @@ class TransformersBackend(ChatBackend):
         import torch
 
         results: list[list[str]] = []
-        kwargs = generate_kwargs(sampling, self.suppress_ids)
+        kwargs = {**self.generation_kwargs, **generate_kwargs(sampling, self.suppress_ids)}
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start : start + self.batch_size]
             enc = self._encode(chunk).to(self.device)
