@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=3, help="tries per item for a parseable answer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="items per agent batch")
+    p.add_argument("--edit-workers", type=int, default=1, help="concurrent editor calls (hosted editors)")
     p.add_argument("--limit", type=int, help="only the first N records")
     p.add_argument("--retry-errors", action="store_true", help="redo items whose trace has an error")
     p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS)
@@ -105,6 +106,7 @@ def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipelin
         seed=args.seed,
         batch_size=args.batch_size,
         max_image_pixels=args.max_image_pixels,
+        edit_workers=args.edit_workers,
     )
 
 
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     "failed": s.failed,
                     "skipped": s.skipped,
                     "duplicates": s.duplicates,
+                    "invalid_ids": s.invalid,
                     "seconds": round(s.seconds, 3),
                 }
             ),

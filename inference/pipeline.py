@@ -18,6 +18,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,7 @@ class RunSummary:
     failed: int = 0
     skipped: int = 0
     duplicates: int = 0
+    invalid: int = 0
     seconds: float = 0.0
 
 
@@ -189,6 +191,7 @@ class EditingPipeline:
 
     `decomposer` is a `DecompositionAgent` or `OracleDecomposer`; `sequencer` a `VLMSequencer`,
     `TemplateSequencer` or `OracleSequencer`. Both may be None for mode `original` only.
+    Same items, seed and batch size give the same outputs (per-item seeds derive from the id).
     """
 
     def __init__(
@@ -199,6 +202,7 @@ class EditingPipeline:
         seed: int = 0,
         batch_size: int = 8,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        edit_workers: int = 1,
     ):
         self.editor = editor
         self.decomposer = decomposer
@@ -206,6 +210,8 @@ class EditingPipeline:
         self.seed = int(seed)
         self.batch_size = max(1, int(batch_size))
         self.max_image_pixels = max_image_pixels
+        #: Concurrent editor calls within a batch (>1 only for hosted editors; a GPU editor wants 1).
+        self.edit_workers = max(1, int(edit_workers))
 
     # ------------------------------------------------------------------ model records
 
@@ -293,17 +299,28 @@ class EditingPipeline:
                 if plan is not None:
                     traces[i]["plan"] = list(plan.sub_requests)
 
-        for i, it in enumerate(items):
-            out = None
-            ready = images[i] is not None and traces[i]["error"] is None
-            if ready and (mode == "original" or plans[i] is not None):
-                t0 = time.perf_counter()
-                try:
-                    out = self._edit(mode, images[i], it, plans[i])
-                except Exception as exc:  # noqa: BLE001
-                    traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
+        def edit(i: int) -> Image.Image | None:
+            if images[i] is None or traces[i]["error"] is not None:
+                return None
+            if mode != "original" and plans[i] is None:
+                return None
+            t0 = time.perf_counter()
+            try:
+                return self._edit(mode, images[i], items[i], plans[i])
+            except Exception as exc:  # noqa: BLE001
+                traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
+                return None
+            finally:
                 traces[i]["timings"]["edit_s"] = time.perf_counter() - t0
-            yield it, out, traces[i]
+
+        if self.edit_workers > 1 and n > 1:  # hosted editors: several requests in flight
+            with ThreadPoolExecutor(max_workers=self.edit_workers) as pool:
+                outputs = list(pool.map(edit, range(n)))
+            for i, it in enumerate(items):
+                yield it, outputs[i], traces[i]
+        else:  # local editors: one at a time, each item written as soon as it is done
+            for i, it in enumerate(items):
+                yield it, edit(i), traces[i]
         log.debug("batch of %d in %.2fs", n, time.perf_counter() - t_batch)
 
     def _agent_stage(self, stage: str, idx: list[int], traces: list[dict], call) -> dict[int, Any]:
@@ -370,7 +387,12 @@ class EditingPipeline:
         seen: set[str] = set()
         pending: list[Item] = []
         for it in items:
-            stem = file_stem(it.id)
+            try:
+                stem = file_stem(it.id)
+            except InputError as exc:  # no trace can be named after it: report, go on
+                summary.invalid += 1
+                log.error("skipping an item: %s", exc)
+                continue
             if stem in seen:
                 summary.duplicates += 1
                 log.warning("duplicate item id %r in the input: kept the first", it.id)

@@ -320,3 +320,35 @@ def test_cli_records_several_modes_with_resume(tmp_path, eval_set, capsys):
     assert cli_main(args[:-2]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [(x["done"], x["skipped"]) for x in lines] == [(3, 5), (3, 5)]
+
+
+def test_hosted_editor_calls_run_concurrently_within_a_batch(eval_set, tmp_path):
+    import base64
+    import io
+    import time
+
+    from inference.testing import LocalServer
+
+    def respond(req):
+        time.sleep(0.1)
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (9, 9, 9)).save(buf, format="PNG")
+        part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(buf.getvalue()).decode()}}
+        return 200, {}, {"candidates": [{"content": {"parts": [part]}}]}
+
+    with LocalServer(respond) as server:
+        editor = make_editor("gemini", base_url=server.url, api_key_env=None)
+        pipe = EditingPipeline(editor, batch_size=8, edit_workers=4)
+        summary = pipe.run(items_from_records(eval_set), tmp_path, "original", progress=False)
+    assert (summary.done, summary.failed) == (8, 0)
+    assert 2 <= server.max_active <= 4
+    for t in read_traces(tmp_path / "original"):
+        assert Image.open(t["output_image"]).size == (64, 64)  # resized back to the input size
+
+
+def test_an_unnamable_id_is_reported_and_the_run_goes_on(eval_set, tmp_path):
+    items = list(items_from_records(eval_set))[:2]
+    summary = _tool_pipeline().run(
+        [Item("..", "x", items[0].image), *items], tmp_path, "single", progress=False
+    )
+    assert (summary.invalid, summary.done, summary.failed) == (1, 2, 0)
