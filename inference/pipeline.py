@@ -78,6 +78,8 @@ def file_stem(item_id: str) -> str:
     if not isinstance(item_id, str) or not item_id.strip() or item_id in (".", ".."):
         raise InputError(f"item id must be a non-empty name, got {item_id!r}")
     stem = urllib.parse.quote(item_id, safe="-_.")
+    if stem.startswith("."):  # no hidden files
+        stem = "%2E" + stem[1:]
     if len(stem) > 200:
         raise InputError(f"item id too long for a file name ({len(stem)} chars): {item_id[:80]!r}...")
     return stem

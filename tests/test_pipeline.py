@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import struct
+import urllib.parse
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from data_prep.records import IMAGES_DIR, Record, read_records, write_records
@@ -121,6 +124,23 @@ def test_item_seed_and_file_stem():
     for bad in ("", " ", ".", ".."):
         with pytest.raises(InputError, match="item id"):
             file_stem(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=120))
+def test_file_stem_is_a_safe_injective_file_name(item_id):
+    if not item_id.strip() or item_id in (".", ".."):
+        with pytest.raises(InputError):
+            file_stem(item_id)
+        return
+    try:
+        stem = file_stem(item_id)
+    except InputError as exc:
+        assert "too long" in str(exc)
+        return
+    assert stem and not stem.startswith(".") and len(stem) <= 200
+    assert not set(stem) & {"/", "\\", "\x00", ":", " ", "\n"}
+    assert urllib.parse.unquote(stem) == item_id  # distinct ids never share a file
 
 
 # ------------------------------------------------------------------------------ the tool editor end to end

@@ -37,8 +37,10 @@ def test_a_killed_batch_run_resumes_with_no_duplicate_and_no_missing_item(tiny_f
         if len(list(run_dir.glob("*.json"))) >= 3:
             break
         time.sleep(0.02)
+    finished_early = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    _, stderr = proc.communicate()
+    assert not finished_early, f"the run ended before it could be killed: {stderr.decode()[-2000:]}"
     before = {p.name: p.read_bytes() for p in run_dir.glob("*.json")}
     assert 3 <= len(before) < 16, f"the kill should land midway, found {len(before)} traces"
 
