@@ -5,7 +5,7 @@ entry file verl and EasyR1 load by path; the logic lives here so it is imported 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,14 @@ from inference.protocol import (
     tag_content,
 )
 from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY
-from reward_fns.matching import normalise_items, set_f1
+from reward_fns.matching import normalise_items, normalise_items_ordered, set_f1
+from reward_fns.soft_matching import (
+    DEFAULT_SEMANTIC_THRESHOLD,
+    ENCODER,
+    MAX_SOFT_ITEMS,
+    soft_f1,
+    token_similarity,
+)
 
 #: Matching modes of the content rewards.
 MATCH_MODES: tuple[str, ...] = ("exact", "fuzzy", "semantic")
@@ -31,10 +38,11 @@ REWARD_KEYS: tuple[str, ...] = (SCORE_KEY, *REWARD_COMPONENTS)
 
 @dataclass(frozen=True)
 class RewardOptions:
-    """Matching mode and component weights, validated once from the call's kwargs."""
+    """Matching mode, component weights and semantic threshold, validated once from the kwargs."""
 
     mode: str = "exact"
     weights: tuple[float, ...] = (1.0,) * len(REWARD_COMPONENTS)
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> RewardOptions:
@@ -56,21 +64,32 @@ class RewardOptions:
             raise ValueError(
                 f"reward weights must be non-negative with a positive sum, got {dict(raw_weights)}"
             )
-        return cls(mode=mode, weights=weights)
+        threshold = float(kwargs.get("semantic_threshold", DEFAULT_SEMANTIC_THRESHOLD))
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"reward option semantic_threshold must be in [0, 1), got {threshold}")
+        return cls(mode=mode, weights=weights, semantic_threshold=threshold)
 
 
 @functools.lru_cache(maxsize=1024)
-def _options_cached(mode: str, weights_items: tuple[tuple[str, Any], ...]) -> RewardOptions:
-    return RewardOptions.from_kwargs({"mode": mode, "weights": dict(weights_items)})
+def _options_cached(key: tuple[Any, ...]) -> RewardOptions:
+    mode, weights, threshold = key
+    return RewardOptions.from_kwargs(
+        {"mode": mode, "weights": dict(weights), "semantic_threshold": threshold}
+    )
 
 
 def options_from_kwargs(kwargs: Mapping[str, Any]) -> RewardOptions:
     """Validated options (cached: verl passes the same reward_kwargs on every call)."""
     weights = kwargs.get("weights") or {}
     if isinstance(weights, Mapping):
+        key = (
+            kwargs.get("mode", "exact"),
+            tuple(sorted(weights.items())),
+            kwargs.get("semantic_threshold", DEFAULT_SEMANTIC_THRESHOLD),
+        )
         try:
-            return _options_cached(str(kwargs.get("mode", "exact")), tuple(sorted(weights.items())))
-        except TypeError:  # unhashable weight values: validate uncached for the error message
+            return _options_cached(key)
+        except TypeError:  # unhashable or unsortable values: validate uncached for the error message
             pass
     return RewardOptions.from_kwargs(kwargs)
 
@@ -135,9 +154,54 @@ def score_exact(
 
 
 def score_responses(
-    responses: list[Any], ground_truths: list[str | Mapping[str, Any]], options: RewardOptions
+    responses: Sequence[Any], ground_truths: Sequence[str | Mapping[str, Any]], options: RewardOptions
 ) -> list[dict[str, float]]:
-    """Reward dicts (keys score, format, action, subject, goal) of many responses in any mode."""
-    if options.mode != "exact":
-        raise NotImplementedError(f"matching mode {options.mode!r} is not implemented yet")
-    return [score_exact(as_text(r), t, options) for r, t in zip(responses, ground_truths, strict=True)]
+    """Reward dicts (keys score, format, action, subject, goal) of many responses in any mode.
+    In semantic mode every item of the batch is embedded in one batched call first."""
+    if len(responses) != len(ground_truths):
+        raise ValueError(f"got {len(responses)} responses but {len(ground_truths)} ground truths")
+    texts = [as_text(r) for r in responses]
+    if options.mode == "exact":
+        return [score_exact(r, t, options) for r, t in zip(texts, ground_truths, strict=True)]
+
+    truths = [ground_truth_sets(t) for t in ground_truths]
+    items = [_predicted_item_lists(r) for r in texts]
+    if options.mode == "semantic":
+        similarity = ENCODER.similarity(options.semantic_threshold)
+        ENCODER.embed(_semantic_leftovers(items, truths))
+    else:
+        similarity = token_similarity
+    results = []
+    for response, predicted, truth in zip(texts, items, truths, strict=True):
+        components = {"format": 1.0 if check_format(response) else 0.0}
+        for key, pred, truth_set in zip(GROUND_TRUTH_KEYS, predicted, truth, strict=True):
+            components[COMPONENT_OF_FIELD[key]] = (
+                0.0 if pred is None else soft_f1(pred, sorted(truth_set), similarity)
+            )
+        results.append({SCORE_KEY: weighted_score(components, options.weights), **components})
+    return results
+
+
+def _predicted_item_lists(response: str) -> tuple[list[str] | None, ...]:
+    """Distinct normalised items per tag in order of appearance (None where the tag pair is missing)."""
+    return tuple(
+        None if content is None else normalise_items_ordered(parse_items(content))
+        for content in predicted_contents(response)
+    )
+
+
+def _semantic_leftovers(
+    items: Sequence[tuple[list[str] | None, ...]], truths: Sequence[tuple[frozenset[str], ...]]
+) -> list[str]:
+    """Every item soft matching will embed: the leftovers of each (prediction, truth) pair."""
+    texts: dict[str, None] = {}
+    for predicted, truth in zip(items, truths, strict=True):
+        for pred, truth_set in zip(predicted, truth, strict=True):
+            if not pred or not truth_set:
+                continue
+            pred_left = [p for p in pred if p not in truth_set][:MAX_SOFT_ITEMS]
+            truth_left = truth_set.difference(pred)
+            if pred_left and truth_left:
+                texts.update(dict.fromkeys(pred_left))
+                texts.update(dict.fromkeys(sorted(truth_left)))
+    return list(texts)
