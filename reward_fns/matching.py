@@ -22,6 +22,8 @@ STRIP_CHARS = UNICODE_WHITESPACE + string.punctuation + CURLY_QUOTES
 
 # Whitespace runs other than the newline that separates items in the joined text.
 _WHITESPACE_RUN_EXCEPT_NEWLINE = re.compile(r"[^\S\n]+")
+# ASCII text without these and without double spaces has nothing to collapse.
+_ASCII_WHITESPACE_EXCEPT_SPACE_NEWLINE = "\t\r\x0b\x0c\x1c\x1d\x1e\x1f"
 # Below this many distinct items the per-item path is cheaper than the joined passes.
 _JOINED_PATH_MIN_ITEMS = 32
 
@@ -60,7 +62,8 @@ def _normalise_joined(unique: Collection[str]) -> list[str]:
     if text.count("\n") != len(unique) - 1:  # some item holds a newline (JSON strings can)
         text = "\n".join(i.replace("\n", " ") for i in unique)
     text = unicodedata.normalize("NFKC", text).lower()
-    text = _WHITESPACE_RUN_EXCEPT_NEWLINE.sub(" ", text)
+    if not text.isascii() or "  " in text or any(c in text for c in _ASCII_WHITESPACE_EXCEPT_SPACE_NEWLINE):
+        text = _WHITESPACE_RUN_EXCEPT_NEWLINE.sub(" ", text)
     return [line.strip(STRIP_CHARS) for line in text.split("\n")]
 
 

@@ -167,3 +167,43 @@ def test_easyr1_batch_equals_per_sample(batch):
         for item, result in zip(inputs, out, strict=True):
             single = compute_score("s", item["response"], item["ground_truth"], mode=mode)
             assert result == {"overall": single[SCORE_KEY], **single}
+
+
+WHITESPACE_RICH = st.lists(
+    st.one_of(
+        PIECES, st.sampled_from(["  ", "\n\n", " \t ", "\u3000\u3000", '["a"]', "[]"]), st.text(max_size=4)
+    ),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=WHITESPACE_RICH)
+def test_long_text_fast_paths_equal_the_protocol(text):
+    """The linear fast paths taken above SHORT_TEXT_CHARS give exactly protocol's answers."""
+    from unittest.mock import patch
+
+    from inference.protocol import check_format, parse_items
+    from reward_fns import scoring
+
+    with patch.object(scoring, "SHORT_TEXT_CHARS", 0):
+        assert scoring.format_ok(text) == check_format(text)
+        assert list(scoring.content_items(text)) == list(parse_items(text))
+        assert scoring.content_set(text) == normalise_items(parse_items(text))
+        assert list(scoring.content_list(text)) == normalise_items_ordered(parse_items(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.tuples(st.lists(ITEM, max_size=4), st.lists(ITEM, max_size=4), st.lists(ITEM, max_size=4)),
+    gaps=st.lists(st.sampled_from([" ", "\n", "  \n\t", "\u3000" * 3]), min_size=3, max_size=3),
+)
+def test_valid_answers_with_any_separator_whitespace_keep_format_on_the_fast_path(items, gaps):
+    from unittest.mock import patch
+
+    from reward_fns import scoring
+
+    rendered = render_decomposition(decomposition(*items)).split("\n")
+    text = "".join(part + gap for part, gap in zip(rendered, [*gaps, ""], strict=True))
+    with patch.object(scoring, "SHORT_TEXT_CHARS", 0):
+        assert scoring.format_ok(text)
