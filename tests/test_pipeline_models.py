@@ -34,7 +34,9 @@ def taught(eval_set, tiny_vlm_dir):
 
 @pytest.fixture(scope="module")
 def flux(tiny_flux_dir):
-    return make_editor("flux_kontext", model=tiny_flux_dir, resolution="input", num_inference_steps=2)
+    return make_editor(
+        "flux_kontext", model=tiny_flux_dir, resolution="input", num_inference_steps=2, max_sequence_length=64
+    )
 
 
 def _agents(backend, attempts=2):
@@ -96,7 +98,10 @@ def test_same_input_and_seed_give_the_same_image(taught, eval_set, flux, tmp_pat
 
 def test_a_model_that_never_answers_in_format_is_a_per_item_error(tiny_vlm_dir, eval_set, flux, tmp_path):
     backend = make_backend("transformers", tiny_vlm_dir, batch_size=4)  # random weights: never parseable
-    pipe = EditingPipeline(flux, *_agents(backend, attempts=2))
+    short = Sampling(temperature=0.0, max_new_tokens=24)
+    pipe = EditingPipeline(
+        flux, DecompositionAgent(backend, short, max_attempts=2), VLMSequencer(backend, short)
+    )
     summary = pipe.run(items_from_records(eval_set), tmp_path, "single", progress=False)
     assert (summary.done, summary.failed) == (3, 3)
     for t in read_traces(tmp_path / "single"):

@@ -18,19 +18,20 @@ from inference.pipeline import read_traces
 from inference.testing import write_synthetic_eval_set
 
 REPO = Path(__file__).resolve().parents[1]
+N_ITEMS = 12
 
 
 def test_a_killed_batch_run_resumes_with_no_duplicate_and_no_missing_item(tiny_flux_dir, tmp_path):
-    data = write_synthetic_eval_set(tmp_path / "data", 16, seed=1, max_edits=3)
+    data = write_synthetic_eval_set(tmp_path / "data", N_ITEMS, seed=1, max_edits=3)
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "inference", "--records", str(data), "--out", str(out), "--mode", "multi",
+        sys.executable, "-m", "inference", "--records", str(data), "--out", str(out), "--mode", "single",
         "--editor", "flux_kontext", "--editor-model", str(tiny_flux_dir), "--editor-opt", "resolution=input",
-        "--editor-opt", "num_inference_steps=3", "--decomposer", "ground_truth", "--sequencer", "ground_truth",
+        "--editor-opt", "num_inference_steps=2", "--editor-opt", "max_sequence_length=64", "--decomposer", "ground_truth", "--sequencer", "ground_truth",
         "--batch-size", "2", "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    run_dir = out / "multi"
+    run_dir = out / "single"
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -42,12 +43,12 @@ def test_a_killed_batch_run_resumes_with_no_duplicate_and_no_missing_item(tiny_f
     _, stderr = proc.communicate()
     assert not finished_early, f"the run ended before it could be killed: {stderr.decode()[-2000:]}"
     before = {p.name: p.read_bytes() for p in run_dir.glob("*.json")}
-    assert 3 <= len(before) < 16, f"the kill should land midway, found {len(before)} traces"
+    assert 3 <= len(before) < N_ITEMS, f"the kill should land midway, found {len(before)} traces"
 
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["skipped"] == len(before) and summary["done"] == 16 - len(before)
+    assert summary["skipped"] == len(before) and summary["done"] == N_ITEMS - len(before)
     assert summary["failed"] == 0
     ids = sorted(r.id for r in read_records(data))
     traces = list(read_traces(run_dir))
