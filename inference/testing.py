@@ -15,26 +15,13 @@ from typing import Any
 
 def write_synthetic_eval_set(folder: str | Path, n: int, seed: int = 0, max_edits: int = 2) -> Path:
     """A data_prep records folder of `n` synthetic items (images with their scenes, targets, GT)."""
-    from data_prep.records import IMAGES_DIR, Record, write_records
-    from data_prep.synthetic import SOURCE, generate_items, save_png
+    from data_prep.records import write_records
+    from data_prep.synthetic import eval_record, generate_items
 
     folder = Path(folder)
-    records = []
-    for item in generate_items(n, seed=seed, max_edits=max_edits):
-        image = save_png(item.image, folder / IMAGES_DIR / f"{item.id}.png")
-        target = save_png(item.target_image, folder / IMAGES_DIR / f"{item.id}.target.png")
-        records.append(
-            Record(
-                id=item.id,
-                source=SOURCE,
-                instruction=item.request,
-                image=image,
-                references=(target,),
-                decomposition=item.decomposition,
-                plan=item.plan,
-            )
-        )
-    write_records(folder, records)
+    write_records(
+        folder, [eval_record(item, folder) for item in generate_items(n, seed=seed, max_edits=max_edits)]
+    )
     return folder
 
 
@@ -131,7 +118,6 @@ def cached_taught_vlm(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
 
 
 def taught_on_first_item(eval_set: str | Path, vlm_dir: str | Path):
