@@ -21,7 +21,14 @@ from inference.protocol import (
     tag_content,
 )
 from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY
-from reward_fns.matching import normalise_items, normalise_items_ordered, set_f1
+from reward_fns.matching import (
+    join_lines,
+    normalise_items,
+    normalise_items_ordered,
+    normalise_lines,
+    normalise_lines_ordered,
+    set_f1,
+)
 from reward_fns.soft_matching import (
     DEFAULT_SEMANTIC_THRESHOLD,
     ENCODER,
@@ -158,17 +165,6 @@ SHORT_TEXT_CHARS = 4096
 _CLOSE_TAG_THEN_WHITESPACE = re.compile(r"(</(?:think|action|subjects|goals)>)\s{2,}")
 
 
-def content_items(content: str) -> Sequence[str]:
-    """`inference.protocol.parse_items(content)`, with the comma/semicolon/newline split of long
-    contents done by str.replace + str.split (re.split takes ~90 ms on a megabyte of commas)."""
-    if len(content) <= SHORT_TEXT_CHARS:
-        return parse_items(content)
-    array = _json_string_array(content)
-    if array is not None:
-        return [x for x in array if isinstance(x, str)]
-    return content.replace(",", "\n").replace(";", "\n").split("\n")
-
-
 @functools.lru_cache(maxsize=65536)
 def _short_content_set(content: str) -> frozenset[str]:
     return normalise_items(parse_items(content))
@@ -179,7 +175,7 @@ def content_set(content: str) -> frozenset[str]:
     rollouts the same lists recur (same prompt, n samples) while the reasoning differs."""
     if len(content) <= SHORT_TEXT_CHARS:
         return _short_content_set(content)
-    return normalise_items(content_items(content))
+    return normalise_lines(_long_content_lines(content))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -191,7 +187,16 @@ def content_list(content: str) -> Sequence[str]:
     """Distinct normalised items of one tag's content in order of appearance (soft modes)."""
     if len(content) <= SHORT_TEXT_CHARS:
         return _short_content_list(content)
-    return normalise_items_ordered(content_items(content))
+    return normalise_lines_ordered(_long_content_lines(content))
+
+
+def _long_content_lines(content: str) -> str:
+    """The items of `parse_items(content)` one per line, without building the item list when the
+    content is not a JSON array (its comma/semicolon/newline split is then a character swap)."""
+    array = _json_string_array(content)
+    if array is not None:
+        return join_lines([x for x in array if isinstance(x, str)])
+    return content.replace(",", "\n").replace(";", "\n")
 
 
 def format_ok(response: str) -> bool:
