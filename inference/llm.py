@@ -97,6 +97,8 @@ class TransformersBackend(ChatBackend):
         self.generation_kwargs = dict(generation_kwargs or {})
         self.processor = AutoProcessor.from_pretrained(model)
         self.processor.tokenizer.padding_side = "left"
+        if attn_implementation == "flash_attention_2":
+            require("flash_attn", "attn_implementation=flash_attention_2", package="flash-attn")
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         self.model = (
             AutoModelForImageTextToText.from_pretrained(model, dtype=dtype, **extra).to(self.device).eval()

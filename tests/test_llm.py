@@ -104,6 +104,17 @@ def test_vllm_backend_is_a_clear_missing_extra_error():
         make_backend("vllm", "Qwen/Qwen2.5-VL-7B-Instruct")
 
 
+def test_flash_attention_without_the_extra_is_a_clear_error(tiny_vlm_dir):
+    try:
+        import flash_attn  # noqa: F401
+
+        pytest.skip("flash-attn is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(MissingExtraError, match="flash_attention_2 needs the optional package 'flash-attn'"):
+        make_backend("transformers", tiny_vlm_dir, attn_implementation="flash_attention_2")
+
+
 def test_vllm_message_and_sampling_conversion():
     image = Image.new("RGB", (8, 8))
     conv = user_message("hello", [image])
