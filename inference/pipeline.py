@@ -227,6 +227,8 @@ class EditingPipeline:
                 backend = getattr(agent, "backend", None)
                 out[role] = getattr(backend, "model_id", None) or getattr(agent, "model_id", agent.name)
                 out[f"{role}_agent"] = agent.name
+                if backend is not None:
+                    out[f"{role}_backend"] = type(backend).__name__
                 if getattr(agent, "sampling", None) is not None:
                     out[f"{role}_sampling"] = agent.sampling.to_dict()
         return out
