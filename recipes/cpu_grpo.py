@@ -41,6 +41,8 @@ from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric
 #: tower see colours; the default 56x56 (4 tokens) stalls on subjects named by colour only.
 DEFAULT_IMAGE_PIXELS = 112 * 112
 RUN_RECORD = "run.json"
+#: Resume point of an unfinished GRPO stage (every `trainer.save_freq` steps; removed when done).
+RESUME_FILE = "grpo_resume.pt"
 
 
 # ----------------------------------------------------------------------------- data and model
@@ -434,10 +436,36 @@ class GRPOTrainer:
         return out
 
 
+def save_resume_point(path: Path, trainer: GRPOTrainer, loader, step: int, state: Mapping[str, Any]) -> None:
+    """Everything a killed GRPO stage needs to go on from `step` (atomic: temp file + os.replace)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(
+        {
+            "step": step,
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "loader": loader.state_dict(),
+            "rng": torch.get_rng_state(),
+            **state,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
 def train_grpo(
-    cfg, init_dir: Path, logger, held_out: HeldOut | None, progress: bool = True
+    cfg,
+    init_dir: Path,
+    logger,
+    held_out: HeldOut | None,
+    progress: bool = True,
+    resume_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Stage 2: GRPO from `init_dir` for `trainer.total_training_steps`; returns the final numbers."""
+    """Stage 2: GRPO from `init_dir` for `trainer.total_training_steps`; returns the final numbers.
+
+    With `resume_file`, a resume point is saved every `trainer.save_freq` steps and, when present,
+    the run goes on from it (weights, AdamW state, data order, evaluations so far).
+    """
     from tqdm import tqdm
 
     from recipes.cpu_checkpoint import load_policy
@@ -446,19 +474,30 @@ def train_grpo(
     model, processor = load_policy(init_dir)
     model.eval()
     reward_fn = load_reward_fn(cfg)
-    trainer = GRPOTrainer(cfg, model, processor, reward_fn)
+    trainer = GRPOTrainer(cfg, model, processor, reward_fn)  # the reference model is `init_dir`'s
     dataset = rl_dataset(
         cfg, cfg.data.train_files, processor.tokenizer, processor, int(cfg.data.get("train_max_samples", -1))
     )
-    batches = endless(rl_dataloader(cfg, dataset))
+    loader = rl_dataloader(cfg, dataset)
     steps = int(cfg.trainer.total_training_steps)
     every = int(cfg.cpu.eval_every)
+    save_every = int(cfg.trainer.get("save_freq", 0) or 0)
     evals: dict[int, dict[str, float]] = {}
-    if held_out is not None:
+    train_seconds, first = 0.0, 1
+    if resume_file is not None and resume_file.is_file():
+        point = torch.load(resume_file, weights_only=False)
+        model.load_state_dict(point["model"])
+        trainer.optimizer.load_state_dict(point["optimizer"])
+        loader.load_state_dict(point["loader"])
+        torch.set_rng_state(point["rng"])
+        evals = {int(k): v for k, v in point["evals"].items()}
+        train_seconds, first = float(point["train_seconds"]), int(point["step"]) + 1
+        print(f"[grpo] resuming after step {point['step']} from {resume_file}")
+    elif held_out is not None:
         evals[0] = held_out.evaluate(model, processor)
         logger.log(0, evals[0])
-    train_seconds = 0.0
-    bar = tqdm(range(1, steps + 1), desc="grpo", disable=not progress, mininterval=2)
+    batches = endless(loader)
+    bar = tqdm(range(first, steps + 1), desc="grpo", disable=not progress, mininterval=2)
     for step in bar:
         metrics = trainer.step(next(batches), step)
         train_seconds += metrics["timing_s/step"]
@@ -471,12 +510,16 @@ def train_grpo(
         bar.set_postfix(
             reward=f"{metrics[train_metric(SCORE_KEY)]:.3f}", kl=f"{metrics.get('actor/kl_loss', 0):.4f}"
         )
+        if resume_file is not None and save_every > 0 and step % save_every == 0 and step < steps:
+            save_resume_point(
+                resume_file, trainer, loader, step, {"evals": evals, "train_seconds": train_seconds}
+            )
     return {
         "model": model,
         "processor": processor,
         "steps": steps,
         "train_seconds": train_seconds,
-        "steps_per_s": steps / max(train_seconds, 1e-9),
+        "steps_per_s": steps / max(train_seconds, 1e-9),  # train_seconds add up across resumes
         "evals": {str(k): v for k, v in evals.items()},
     }
 
@@ -529,7 +572,8 @@ def run(cfg, progress: bool = True, stages: Sequence[str] = ("sft", "grpo")) -> 
         print(f"[grpo] reusing finished run {grpo_dir}")
         return {**finished.get("result", {}), "reused": True}
 
-    wandb_on = "wandb" in list(cfg.trainer.get("logger", [])) or bool(cfg.cpu.get("wandb", True))
+    # The CPU path always keeps a W&B run (offline without WANDB_API_KEY) unless `+cpu.wandb=false`.
+    wandb_on = bool(cfg.cpu.get("wandb", True))
     logger = RunLogger(
         out_dir,
         project=str(cfg.trainer.project_name),
@@ -545,11 +589,12 @@ def run(cfg, progress: bool = True, stages: Sequence[str] = ("sft", "grpo")) -> 
         }
         if "grpo" not in stages:
             return result
-        if metrics_file.exists():  # a GRPO run that died midway restarts from the SFT checkpoint
+        resume_file = out_dir / RESUME_FILE
+        if metrics_file.exists() and not resume_file.exists():  # died before its first resume point
             metrics_file.unlink()
         reward_fn = load_reward_fn(cfg)
         held_out = _held_out(cfg, sft_dir, reward_fn)
-        grpo = train_grpo(cfg, sft_dir, logger, held_out, progress=progress)
+        grpo = train_grpo(cfg, sft_dir, logger, held_out, progress=progress, resume_file=resume_file)
         evals = grpo["evals"]
         result.update(
             {
@@ -576,6 +621,7 @@ def run(cfg, progress: bool = True, stages: Sequence[str] = ("sft", "grpo")) -> 
             {"stage": "grpo", "init": str(sft_dir), "result": result},
         )
         write_json_atomic(out_dir / RUN_RECORD, result)
+        resume_file.unlink(missing_ok=True)
         return result
     finally:
         logger.close()
