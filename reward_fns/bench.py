@@ -206,7 +206,9 @@ def throughput(pairs: list[tuple[str, str]], repeats: int) -> dict[str, dict[str
     return rows
 
 
-def adversarial(regex_sizes: tuple[int, int], regex_budget_s: float) -> dict[str, dict[str, float]]:
+def adversarial(
+    regex_sizes: tuple[int, int], regex_budget_s: float, regex_direct_s: float = 3.0
+) -> dict[str, dict[str, float]]:
     truth = json.dumps({"actions": ["recolor"], "subjects": ["coat"], "goals": ["red"]})
     rows = {}
     small, large = regex_sizes
@@ -218,17 +220,21 @@ def adversarial(regex_sizes: tuple[int, int], regex_budget_s: float) -> dict[str
                 lambda m=mode, r=response: compute_score("b", r, truth, mode=m)
             )
         t_small = best_of(lambda n=name: regex_reward(small_shapes[n], truth), 1)
+        if t_small < 0.2:  # cheap: take the best of 3 against noise from other jobs
+            t_small = min(t_small, best_of(lambda n=name: regex_reward(small_shapes[n], truth), 2))
         row.update(regex_ms_small=1000 * t_small, regex_small_chars=len(small_shapes[name]))
         if t_small * 8 < regex_budget_s:
-            t_large = best_of(lambda n=name: regex_reward(large_shapes[n], truth), 1)
+            t_large = best_of(lambda n=name: regex_reward(large_shapes[n], truth), 3 if t_small < 0.1 else 1)
             ratio = len(large_shapes[name]) / len(small_shapes[name])
             exponent = max(1.0, math.log(max(t_large, 1e-9) / max(t_small, 1e-9)) / math.log(ratio))
             row.update(
                 regex_ms_large=1000 * t_large, regex_large_chars=len(large_shapes[name]), exponent=exponent
             )
-            row["regex_ms_1mb_extrapolated"] = (
-                1000 * t_large * (len(response) / len(large_shapes[name])) ** exponent
-            )
+            estimate = t_large * (len(response) / len(large_shapes[name])) ** exponent
+            if estimate < regex_direct_s:  # affordable: measure the baseline at 1 MB instead
+                row["regex_ms_1mb"] = 1000 * best_of(lambda r=response: regex_reward(r, truth), 1)
+            else:
+                row["regex_ms_1mb_extrapolated"] = 1000 * estimate
         rows[name] = row
     return rows
 
@@ -265,18 +271,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rates.items():
         print(f"{name:42} {row['rewards_per_s']:>10.0f} {row['vs_regex']:>8.2f}x")
     worst = adversarial(tuple(args.regex_sizes), args.regex_budget_s)
-    print("\nadversarial responses (~1 MB): ours measured at 1 MB; regex timed small, extrapolated to 1 MB")
     print(
-        f"{'shape':26} {'exact ms':>9} {'fuzzy ms':>9} {'regex ms @size':>20} {'exp':>5} {'regex ms @1MB (extrap.)':>24}"
+        "\nadversarial responses (~1 MB): ours at 1 MB; regex at 1 MB where affordable, else extrapolated (*)"
+    )
+    print(
+        f"{'shape':26} {'exact ms':>9} {'fuzzy ms':>9} {'regex ms @size':>18} {'exp':>5} {'regex ms @1MB':>15}"
     )
     for name, row in worst.items():
         size = f"{row['regex_ms_small']:.1f} @{row['regex_small_chars'] // 1000}K"
         if "regex_ms_large" in row:
             size = f"{row['regex_ms_large']:.1f} @{row['regex_large_chars'] // 1000}K"
-        extrap = row.get("regex_ms_1mb_extrapolated")
+        if "regex_ms_1mb" in row:
+            at_1mb = f"{row['regex_ms_1mb']:.0f}"
+        elif "regex_ms_1mb_extrapolated" in row:
+            at_1mb = f"{row['regex_ms_1mb_extrapolated']:.0f} *"
+        else:
+            at_1mb = "-"
         print(
-            f"{name:26} {row['exact_ms_1mb']:>9.1f} {row['fuzzy_ms_1mb']:>9.1f} {size:>20} "
-            f"{row.get('exponent', float('nan')):>5.2f} {extrap if extrap is not None else float('nan'):>24.0f}"
+            f"{name:26} {row['exact_ms_1mb']:>9.1f} {row['fuzzy_ms_1mb']:>9.1f} {size:>18} "
+            f"{row.get('exponent', float('nan')):>5.2f} {at_1mb:>15}"
         )
     total = time.perf_counter() - started
     print(f"\nbench took {total:.0f} s")
