@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.protocol import (
+    ALL_TAG_STRINGS,
     GROUND_TRUTH_KEYS,
     TAG_OF_FIELD,
+    THINK,
     Decomposition,
     _json_string_array,
     answer_region_start,
@@ -162,6 +164,7 @@ def weighted_score(components: Mapping[str, float], weights: tuple[float, ...]) 
 
 #: Contents up to this length are memoised; longer ones (model noise) take the linear fast paths.
 SHORT_TEXT_CHARS = 4096
+_THINK_OPEN, _THINK_CLOSE = f"<{THINK}>", f"</{THINK}>"
 _CLOSE_TAG_THEN_WHITESPACE = re.compile(r"(</(?:think|action|subjects|goals)>)\s{2,}")
 
 
@@ -200,13 +203,33 @@ def _long_content_lines(content: str) -> str:
 
 
 def format_ok(response: str) -> bool:
-    """`inference.protocol.check_format(response)`. A long response first has whitespace runs after
-    closing tags shortened to one space (check_format walks separators a character at a time):
-    that cannot change the verdict, since such a run either separates two tags (any amount of
-    whitespace is allowed) or lies inside a tag's content, which then holds a tag and fails anyway."""
-    if len(response) > SHORT_TEXT_CHARS:
-        response = _CLOSE_TAG_THEN_WHITESPACE.sub(r"\1 ", response)
-    return check_format(response)
+    """`inference.protocol.check_format(response)`, faster, in two exact ways (both pinned to
+    check_format by hypothesis tests):
+
+    - A valid answer is `<think>T</think>` + rest, and check_format reads T only to reject one
+      holding a tag; so we check that here and memoise check_format("<think></think>" + rest): the
+      answer lists recur across a step's rollouts while the reasoning differs.
+    - A long response first has whitespace runs after closing tags shortened to one space
+      (check_format walks separators a character at a time): such a run either separates two tags
+      (any amount of whitespace is allowed) or lies inside a tag's content, which then holds a tag
+      and fails anyway."""
+    text = response.strip()
+    if len(text) > SHORT_TEXT_CHARS:
+        return check_format(_CLOSE_TAG_THEN_WHITESPACE.sub(r"\1 ", text))
+    if not text.startswith(_THINK_OPEN):
+        return False
+    think_end = text.find(_THINK_CLOSE, len(_THINK_OPEN))
+    if think_end < 0:
+        return False
+    think = text[len(_THINK_OPEN) : think_end]
+    if "<" in think and any(tag in think for tag in ALL_TAG_STRINGS):
+        return False
+    return _answer_format_ok(text[think_end + len(_THINK_CLOSE) :])
+
+
+@functools.lru_cache(maxsize=65536)
+def _answer_format_ok(rest: str) -> bool:
+    return check_format(_THINK_OPEN + _THINK_CLOSE + rest)
 
 
 def score_exact(

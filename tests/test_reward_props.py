@@ -210,3 +210,24 @@ def test_valid_answers_with_any_separator_whitespace_keep_format_on_the_fast_pat
     text = "".join(part + gap for part, gap in zip(rendered, [*gaps, ""], strict=True))
     with patch.object(scoring, "SHORT_TEXT_CHARS", 0):
         assert scoring.format_ok(text)
+
+
+@st.composite
+def near_valid_answers(draw):
+    """Valid answers with random reasoning, then a few random insertions (often still valid)."""
+    items = draw(st.tuples(WORDS, WORDS, WORDS))
+    d = Decomposition(*map(tuple, items), think=draw(TAGGY_TEXT))
+    text = render_decomposition(d)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.one_of(PIECES, st.sampled_from(["  ", "\n", "x"]))) + text[at:]
+    return draw(st.sampled_from(["", " ", "\n"])) + text + draw(st.sampled_from(["", " ", "\n", "x"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(near_valid_answers(), WHITESPACE_RICH, TAGGY_TEXT))
+def test_format_ok_equals_check_format(text):
+    from inference.protocol import check_format
+    from reward_fns import scoring
+
+    assert scoring.format_ok(text) == check_format(text)
