@@ -610,7 +610,7 @@ def run(cfg, progress: bool = True, stages: Sequence[str] = ("sft", "grpo")) -> 
             from recipes.sft import run_sft_control
 
             result["sft_control"] = run_sft_control(
-                cfg, sft_dir, out_dir / "sft_control", grpo["train_seconds"], held_out, logger
+                cfg, sft_dir, out_dir / "sft_control", grpo["train_seconds"], held_out, logger, progress
             )
         png = _plot(metrics_file, out_dir / "reward_curves.png", f"CPU GRPO: {cfg.trainer.experiment_name}")
         result["png"] = str(png) if png else None

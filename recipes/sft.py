@@ -179,7 +179,13 @@ def run_sft_stage(
 
 
 def run_sft_control(
-    cfg, sft_dir: str | Path, out_folder: str | Path, seconds: float, held_out=None, logger=None
+    cfg,
+    sft_dir: str | Path,
+    out_folder: str | Path,
+    seconds: float,
+    held_out=None,
+    logger=None,
+    progress: bool = True,
 ) -> dict:
     """The honest control for GRPO: continue SFT from the same checkpoint for the same wall time.
 
@@ -208,6 +214,7 @@ def run_sft_control(
         grad_clip=float(s.grad_clip),
         time_budget_s=seconds,
         on_step=on_step,
+        progress=progress,
     )
     record = {"stage": "sft_control", "init": str(sft_dir), "budget_seconds": seconds, **stats}
     if held_out is not None:

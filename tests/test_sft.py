@@ -103,3 +103,16 @@ def test_sft_files_names_the_missing_parquet(sft_setup, tmp_path):
     cfg.cpu.data.dir = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="sft_train.parquet"):
         sft_files(cfg)
+
+
+def test_sft_control_continues_for_a_wall_time_budget(sft_setup, tmp_path):
+    from recipes.cpu_checkpoint import stage_record
+    from recipes.sft import run_sft_control, run_sft_stage
+
+    cfg, model_dir = sft_setup
+    cfg.cpu.sft.steps = 1
+    cfg.cpu.sft.batch_size = 4
+    run_sft_stage(cfg, model_dir, tmp_path / "sft", progress=False)
+    record = run_sft_control(cfg, tmp_path / "sft", tmp_path / "control", seconds=0.5, progress=False)
+    assert record["stage"] == "sft_control" and record["steps"] >= 1 and record["budget_seconds"] == 0.5
+    assert stage_record(tmp_path / "control")["steps"] == record["steps"]
