@@ -19,16 +19,16 @@ from typing import Any
 
 #: Reduced sizes for the end-to-end test (mechanics only; the numbers mean little).
 QUICK_OVERRIDES = [
-    "cpu.data.train=96",
-    "cpu.data.val=16",
-    "cpu.sft.steps=30",
+    "cpu.data.train=64",
+    "cpu.data.val=8",
+    "cpu.sft.steps=20",
     "cpu.sft.batch_size=16",
-    "trainer.total_training_steps=4",
+    "trainer.total_training_steps=2",
     "data.train_batch_size=2",
     "actor_rollout_ref.actor.ppo_mini_batch_size=2",
     "actor_rollout_ref.rollout.n=4",
     "cpu.eval_every=2",
-    "cpu.eval_items=8",
+    "cpu.eval_items=4",
     "cpu.model.text_hidden=64",
 ]
 #: Pipeline variants: (label, decomposer folder key or "ground_truth").
@@ -49,7 +49,13 @@ def compose_demo_config(out: Path, quick: bool, overrides: list[str]):
 
 
 def run_pipeline(
-    records: Path, out: Path, label: str, model: str | None, modes: tuple[str, ...], limit: int | None
+    records: Path,
+    out: Path,
+    label: str,
+    model: str | None,
+    modes: tuple[str, ...],
+    limit: int | None,
+    attempts: int = 3,
 ) -> dict[str, Path]:
     """Run the three-agent pipeline over the held-out records; returns {mode: run folder}."""
     from inference.cli import main as pipeline_main
@@ -70,7 +76,16 @@ def run_pipeline(
     if model is None:
         argv += ["--decomposer", "ground_truth"]
     else:
-        argv += ["--backend", "transformers", "--llm-model", model, "--max-new-tokens", "64"]
+        argv += [
+            "--backend",
+            "transformers",
+            "--llm-model",
+            model,
+            "--max-new-tokens",
+            "64",
+            "--max-attempts",
+            str(attempts),
+        ]
     if limit:
         argv += ["--limit", str(limit)]
     for mode in modes:
@@ -251,12 +266,15 @@ def main(argv: list[str] | None = None) -> Path:
     print("[demo] 1/3 data, tiny model, SFT cold start, GRPO")
     train = train_cpu(cfg)
     records = Path(cfg.cpu.data.dir) / "eval"
-    limit = args.limit or (8 if args.quick else None)
+    limit = args.limit or (4 if args.quick else None)
+    attempts = 1 if args.quick else 3
     print("[demo] 2/3 pipeline: oracle, cold start, GRPO x single/multi (+ original for reference)")
     runs = {
         "oracle": run_pipeline(records, out / "pipeline", "oracle", None, MODES, limit),
-        "cold start": run_pipeline(records, out / "pipeline", "sft", train["sft"], MODES, limit),
-        "GRPO": run_pipeline(records, out / "pipeline", "grpo", train["grpo"], MODES + ("original",), limit),
+        "cold start": run_pipeline(records, out / "pipeline", "sft", train["sft"], MODES, limit, attempts),
+        "GRPO": run_pipeline(
+            records, out / "pipeline", "grpo", train["grpo"], MODES + ("original",), limit, attempts
+        ),
     }
     print("[demo] 3/3 evaluation and report")
     summaries = evaluate(runs, records, out / "scores")
