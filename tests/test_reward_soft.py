@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reward_fns.components import SCORE_KEY
 from reward_fns.imageedit_r1 import compute_score, compute_score_batch
@@ -140,3 +142,18 @@ def test_encoder_is_lazy():
     assert encoder._model is None
     assert encoder.embed([]) == {}
     assert encoder._model is None
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    goals=st.lists(st.text(max_size=12), max_size=4),
+    subjects=st.lists(st.sampled_from(["coat", "jacket", "hair", "sky", ""]), max_size=4),
+    noise=st.sampled_from(["", "<goals>", "</action>", "x"]),
+)
+def test_semantic_any_answer_in_range_and_not_below_exact(encoder_spy, goals, subjects, noise):
+    response = answer(["recolor"], subjects, goals) + noise
+    exact = compute_score("s", response, GT)
+    semantic = compute_score("s", response, GT, mode="semantic")
+    assert list(semantic) == list(exact)
+    assert all(type(v) is float and 0.0 <= v <= 1.0 for v in semantic.values())
+    assert all(semantic[c] >= exact[c] - 1e-12 for c in ("action", "subject", "goal"))
