@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for each throughput figure")
+    parser.add_argument("--repeats", type=int, default=5, help="best of N for each throughput figure")
     parser.add_argument("--regex-sizes", type=int, nargs=2, default=(20_000, 40_000), help="baseline sizes")
     parser.add_argument(
         "--regex-budget-s", type=float, default=20.0, help="skip the larger baseline size above"
