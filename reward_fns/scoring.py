@@ -162,13 +162,15 @@ def weighted_score(components: Mapping[str, float], weights: tuple[float, ...]) 
     return min(1.0, max(0.0, total / sum(weights)))
 
 
-#: Contents up to this length are memoised; longer ones (model noise) take the linear fast paths.
-SHORT_TEXT_CHARS = 4096
+#: Contents and answer parts up to this length are memoised (16k entries each: <= 16 MB per memo);
+#: longer ones (model noise) take the linear fast paths.
+SHORT_TEXT_CHARS = 1024
+_MEMO_ENTRIES = 16384
 _THINK_OPEN, _THINK_CLOSE = f"<{THINK}>", f"</{THINK}>"
 _CLOSE_TAG_THEN_WHITESPACE = re.compile(r"(</(?:think|action|subjects|goals)>)\s{2,}")
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
 def _short_content_set(content: str) -> frozenset[str]:
     return normalise_items(parse_items(content))
 
@@ -181,7 +183,7 @@ def content_set(content: str) -> frozenset[str]:
     return normalise_lines(_long_content_lines(content))
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
 def _short_content_list(content: str) -> tuple[str, ...]:
     return tuple(normalise_items_ordered(parse_items(content)))
 
@@ -209,13 +211,11 @@ def format_ok(response: str) -> bool:
     - A valid answer is `<think>T</think>` + rest, and check_format reads T only to reject one
       holding a tag; so we check that here and memoise check_format("<think></think>" + rest): the
       answer lists recur across a step's rollouts while the reasoning differs.
-    - A long response first has whitespace runs after closing tags shortened to one space
+    - A long answer part first has whitespace runs after closing tags shortened to one space
       (check_format walks separators a character at a time): such a run either separates two tags
       (any amount of whitespace is allowed) or lies inside a tag's content, which then holds a tag
       and fails anyway."""
     text = response.strip()
-    if len(text) > SHORT_TEXT_CHARS:
-        return check_format(_CLOSE_TAG_THEN_WHITESPACE.sub(r"\1 ", text))
     if not text.startswith(_THINK_OPEN):
         return False
     think_end = text.find(_THINK_CLOSE, len(_THINK_OPEN))
@@ -224,10 +224,13 @@ def format_ok(response: str) -> bool:
     think = text[len(_THINK_OPEN) : think_end]
     if "<" in think and any(tag in think for tag in ALL_TAG_STRINGS):
         return False
-    return _answer_format_ok(text[think_end + len(_THINK_CLOSE) :])
+    rest = text[think_end + len(_THINK_CLOSE) :]
+    if len(rest) <= SHORT_TEXT_CHARS:
+        return _answer_format_ok(rest)
+    return check_format(_CLOSE_TAG_THEN_WHITESPACE.sub(r"\1 ", _THINK_OPEN + _THINK_CLOSE + rest))
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
 def _answer_format_ok(rest: str) -> bool:
     return check_format(_THINK_OPEN + _THINK_CLOSE + rest)
 
