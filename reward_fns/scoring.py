@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.protocol import (
+    ACTION,
     ALL_TAG_STRINGS,
+    GOALS,
     GROUND_TRUTH_KEYS,
+    SUBJECTS,
     TAG_OF_FIELD,
     THINK,
     Decomposition,
@@ -242,9 +245,9 @@ def score_exact(
     actions, subjects, goals = ground_truth_sets(ground_truth)
     start = answer_region_start(response)
     fmt = 1.0 if format_ok(response) else 0.0
-    action = _exact_f1(tag_content(response, "action", start), actions)
-    subject = _exact_f1(tag_content(response, "subjects", start), subjects)
-    goal = _exact_f1(tag_content(response, "goals", start), goals)
+    action = _exact_f1(tag_content(response, ACTION, start), actions)
+    subject = _exact_f1(tag_content(response, SUBJECTS, start), subjects)
+    goal = _exact_f1(tag_content(response, GOALS, start), goals)
     wf, wa, ws, wg = options.normalised_weights
     score = min(1.0, max(0.0, wf * fmt + wa * action + ws * subject + wg * goal))
     return {SCORE_KEY: score, "format": fmt, "action": action, "subject": subject, "goal": goal}
