@@ -30,6 +30,8 @@ from reward_fns.scoring import as_text, options_from_kwargs, score_exact, score_
 
 #: EasyR1 reads this to call `compute_score_batch` once per batch.
 REWARD_TYPE = "batch"
+#: EasyR1's name for the overall reward.
+EASYR1_OVERALL_KEY = "overall"
 
 
 def compute_score(
@@ -47,11 +49,12 @@ def compute_score(
 
 
 def compute_score_batch(reward_inputs: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, float]]:
-    """EasyR1 batch entry: one dict per input with `overall` (= score) and the four components."""
+    """EasyR1 batch entry: one dict per input with `overall` (verl's `score`) and the four
+    components, the keys EasyR1 logs as reward metrics."""
     options = options_from_kwargs(kwargs)
     results = score_responses(
         [item.get("response") for item in reward_inputs],
         [item["ground_truth"] for item in reward_inputs],
         options,
     )
-    return [{"overall": r[SCORE_KEY], **r} for r in results]
+    return [{EASYR1_OVERALL_KEY: r.pop(SCORE_KEY), **r} for r in results]

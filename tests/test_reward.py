@@ -56,9 +56,9 @@ def test_easyr1_batch_entry():
             {"response": "nonsense", "response_length": 2, "ground_truth": GT_JSON},
         ]
     )
-    assert [set(o) for o in out] == [KEYS | {"overall"}] * 2
-    assert out[0]["overall"] == out[0][SCORE_KEY] == 1.0
-    assert out[1]["overall"] == out[1][SCORE_KEY] == 0.0
+    assert [list(o) for o in out] == [["overall", *REWARD_COMPONENTS]] * 2
+    assert out[0] == dict.fromkeys(["overall", *REWARD_COMPONENTS], 1.0)
+    assert out[1]["overall"] == 0.0
 
 
 @pytest.mark.parametrize("response", [None, b"<action>[]</action>", 12, "", " ", "<think>", "</think>" * 3])
