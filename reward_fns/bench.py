@@ -146,6 +146,7 @@ def adversarial_shapes(size: int) -> dict[str, str]:
         "close/open flood": "</think>" + "</action><action>" * (size // 17),
         "huge think": "<think>" + "x" * size + "</think>" + good,
         "1M commas": "<subjects>" + "," * size + "</subjects>",
+        "[ then 1M commas": '<subjects>["a"' + "," * size + "</subjects>",
         "distinct items": "<goals>" + ",".join(f"g{i}" for i in range(size // 7)) + "</goals>",
         "JSON array of items": '<goals>["' + '","'.join(f"g{i}" for i in range(size // 9)) + '"]</goals>',
         "deep [ nesting": "<action>" + "[" * size + "</action>",

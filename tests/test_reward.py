@@ -260,6 +260,7 @@ ADVERSARIAL = {
     "huge think": "<think>" + "x" * 1_000_000 + "</think>" + GOOD,
     "close then open flood": "</think>" + "</action><action>" * 60_000,
     "one megabyte of commas": "<subjects>" + "," * 1_000_000 + "</subjects>",
+    "bracket then commas (JSON fails late)": '<subjects>["a"' + "," * 1_000_000 + "</subjects>",
     "distinct items": "<goals>" + ",".join(f"g{i}" for i in range(150_000)) + "</goals>",
     "distinct unicode items": "<goals>"
     + ",".join(chr(0x4E00 + i % 20000) for i in range(500_000))
