@@ -74,7 +74,11 @@ def bench_overhead(
     items = [replace(taught, id=f"{taught.id}-copy{k:03d}") for k in range(n_items)]
     sampling = Sampling(temperature=0.0, max_new_tokens=96)
     backend = TimedBackend(make_backend("transformers", vlm, batch_size=batch_size))
-    flux = TimedEditor(make_editor("flux_kontext", model=flux_dir, resolution="input", num_inference_steps=2))
+    flux = TimedEditor(
+        make_editor(
+            "flux_kontext", model=flux_dir, resolution="input", num_inference_steps=2, max_sequence_length=128
+        )
+    )
     agents = DecompositionAgent(backend, sampling, max_attempts=2), VLMSequencer(backend, sampling, 2)
     warm = load_image(items[0].image)
     flux.edit(warm, "warm up", 0)  # first calls pay one-off initialisation: not what we measure
@@ -112,7 +116,7 @@ def bench_overhead(
 
 
 def bench_decomposition(
-    vlm: Path, n_items: int, batch_sizes: Sequence[int], tokens: int
+    vlm: Path, n_items: int, batch_sizes: Sequence[int], tokens: int, repeats: int = 2
 ) -> list[dict[str, Any]]:
     """Items/s of `DecompositionAgent.decompose` over distinct synthetic requests. Every answer is
     exactly `tokens` long (min_new_tokens = max_new_tokens), so each batch size does the same work."""
@@ -132,9 +136,11 @@ def bench_decomposition(
     for bs in batch_sizes:
         backend.batch_size = bs
         agent = DecompositionAgent(backend, sampling, max_attempts=1)
-        t0 = time.perf_counter()
-        agent.decompose(images, requests, seeds)
-        wall = time.perf_counter() - t0
+        wall = float("inf")
+        for _ in range(repeats):  # best of `repeats`: the CPU is shared, noise only ever adds time
+            t0 = time.perf_counter()
+            agent.decompose(images, requests, seeds)
+            wall = min(wall, time.perf_counter() - t0)
         rows.append(
             {
                 "batch_size": bs,
@@ -163,10 +169,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--items", type=int, default=16, help="items per pipeline run")
+    parser.add_argument("--items", type=int, default=8, help="items per pipeline run")
     parser.add_argument("--decompose-items", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=48, help="answer length in the throughput test")
+    parser.add_argument("--new-tokens", type=int, default=32, help="answer length in the throughput test")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/inference.json"))
     args = parser.parse_args(argv)
 
