@@ -14,6 +14,7 @@ that bounds the work on a megabyte answer, and such answers already have precisi
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -45,12 +46,21 @@ def soft_f1(predicted: Sequence[str], truth: Sequence[str], similarity: Similari
     truth_left = [t for t in truth if t not in predicted_set]
     partial = 0.0
     if pred_left and truth_left:
-        matrix = np.clip(similarity(pred_left, truth_left), 0.0, 1.0)
-        rows, cols = linear_sum_assignment(matrix, maximize=True)
-        partial = float(matrix[rows, cols].sum())
+        partial = best_assignment_total(np.clip(similarity(pred_left, truth_left), 0.0, 1.0))
     return min(1.0, 2.0 * (hits + partial) / (len(predicted) + len(truth)))
 
 
+def best_assignment_total(matrix: np.ndarray) -> float:
+    """Largest total similarity of a one-to-one matching (Hungarian; trivial shapes shortcut)."""
+    if not matrix.any():
+        return 0.0
+    if 1 in matrix.shape:
+        return float(matrix.max())
+    rows, cols = linear_sum_assignment(matrix, maximize=True)
+    return float(matrix[rows, cols].sum())
+
+
+@functools.lru_cache(maxsize=16384)
 def tokens(item: str) -> frozenset[str]:
     """Word tokens of a normalised item."""
     return frozenset(_WORD.findall(item))
