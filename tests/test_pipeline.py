@@ -372,3 +372,37 @@ def test_an_unnamable_id_is_reported_and_the_run_goes_on(eval_set, tmp_path):
         [Item("..", "x", items[0].image), *items], tmp_path, "single", progress=False
     )
     assert (summary.invalid, summary.done, summary.failed) == (1, 2, 0)
+
+
+def test_agents_over_an_openai_compatible_server_drive_the_tool_editor_exactly(eval_set, tmp_path):
+    """The whole chain with the HTTP backend: a local chat-completions server answers like a trained
+    model (the ground truth of the request it is shown); the tool editor must hit every target."""
+    from inference.agents import DecompositionAgent, VLMSequencer
+    from inference.llm import make_backend
+    from inference.protocol import render_decomposition, render_plan
+    from inference.testing import LocalServer
+
+    records = list(read_records(eval_set))
+
+    def respond(req):
+        text = json.loads(req["body"])["messages"][0]["content"][-1]["text"]
+        record = next(r for r in records if f'"{r.instruction}"' in text)
+        sequencing = text.startswith("You are the sequencing agent")
+        answer = render_plan(record.plan) if sequencing else render_decomposition(record.decomposition)
+        return 200, {}, {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
+
+    with LocalServer(respond) as server:
+        backend = make_backend(
+            "openai", "served", base_url=server.url + "/v1", api_key_env=None, max_concurrency=4
+        )
+        pipe = EditingPipeline(
+            make_editor("tool"), DecompositionAgent(backend), VLMSequencer(backend), batch_size=4
+        )
+        summary = pipe.run(items_from_records(eval_set), tmp_path, "multi", progress=False)
+    assert (summary.done, summary.failed) == (8, 0)
+    assert len(server.requests) == 16  # one decomposition and one sequencing call per item
+    by_id = {r.id: r for r in records}
+    for t in read_traces(tmp_path / "multi"):
+        assert t["decomposition"]["format_ok"] and t["models"]["decomposition_backend"] == "OpenAIBackend"
+        target = Image.open(by_id[t["id"]].references[0]).convert("RGB")
+        assert np.array_equal(np.asarray(Image.open(t["output_image"]).convert("RGB")), np.asarray(target))
