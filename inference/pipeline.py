@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from inference.agents import AgentResult, DecompositionAgent, Sequencer
-from inference.editors import Editor
+from inference.editors import Editor, EditorError
 from inference.protocol import Decomposition, EditPlan, single_turn_instruction
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
 
 
 def _err(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, (InputError, EditorError)) else f"{type(exc).__name__}: {exc}"
 
 
 class OracleDecomposer:
@@ -258,8 +258,14 @@ class EditingPipeline:
         if mode == "single":
             return self.editor.edit(image, single_turn_instruction(plan), seed)
         out = image
+        n = len(plan.sub_requests)
         for step, sub_request in enumerate(plan.sub_requests):
-            out = self.editor.edit(out, sub_request, seed + step)
+            try:
+                out = self.editor.edit(out, sub_request, seed + step)
+            except Exception as exc:  # noqa: BLE001 - name the step that failed
+                raise EditorError(
+                    f"step {step + 1}/{n} {sub_request!r}: {type(exc).__name__}: {exc}"
+                ) from exc
         return out
 
     def process(self, items: Sequence[Item], mode: str) -> Iterator[tuple[Item, Image.Image | None, dict]]:
@@ -299,6 +305,9 @@ class EditingPipeline:
                 ),
             )
             for i, plan in planned.items():
+                if plan is not None and not plan.sub_requests and traces[i]["error"] is None:
+                    traces[i]["error"] = "sequence: the plan has no sub-requests"
+                    plan = None
                 plans[i] = plan
                 if plan is not None:
                     traces[i]["plan"] = list(plan.sub_requests)

@@ -406,3 +406,20 @@ def test_agents_over_an_openai_compatible_server_drive_the_tool_editor_exactly(e
         assert t["decomposition"]["format_ok"] and t["models"]["decomposition_backend"] == "OpenAIBackend"
         target = Image.open(by_id[t["id"]].references[0]).convert("RGB")
         assert np.array_equal(np.asarray(Image.open(t["output_image"]).convert("RGB")), np.asarray(target))
+
+
+def test_multi_mode_errors_name_the_failing_step_and_empty_plans_are_errors(eval_set, tmp_path):
+    from inference.protocol import Decomposition, EditPlan
+
+    record = next(read_records(eval_set))
+    gt = Decomposition(("brighten",), ("image",), ("brighter",))
+    items = [
+        Item("bad-step", "x", record.image, gt, EditPlan(("Brighten the image", "Paint a moustache"))),
+        Item("no-steps", "x", record.image, gt, EditPlan(())),
+    ]
+    _tool_pipeline().run(items, tmp_path, "multi", progress=False)
+    errors = {t["id"]: t["error"] for t in read_traces(tmp_path / "multi")}
+    assert errors["bad-step"].startswith(
+        "editor tool: step 2/2 'Paint a moustache': ValueError: cannot execute"
+    )
+    assert errors["no-steps"] == "sequence: the plan has no sub-requests"
