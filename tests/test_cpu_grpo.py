@@ -5,6 +5,7 @@ One module-scoped run: synthetic data -> tiny Qwen2.5-VL -> SFT -> GRPO, with a 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -213,3 +214,27 @@ def test_grpo_stage_killed_midway_resumes_from_its_last_resume_point(toy_run, tm
     assert "resuming after step 1" in capsys.readouterr().out
     assert [r["step"] for r in load_metrics(result["metrics"])] == [1, 2]
     assert not resume_file.exists() and result["grpo_steps"] == STEPS
+
+
+def test_skipping_the_on_policy_old_log_prob_forward_changes_nothing(toy_run):
+    """With one epoch over one mini-batch, old log-probs = current ones: skipping their forward gives
+    the same update as recomputing them (verl's policy loss sees ratio 1 either way)."""
+    from omegaconf import open_dict
+
+    from recipes import cpu_grpo
+    from recipes.cpu_checkpoint import load_policy
+
+    toy_cfg, result = toy_run
+    weights = []
+    for recompute in (False, True):
+        cfg = copy.deepcopy(toy_cfg)
+        with open_dict(cfg):
+            cfg.cpu.recompute_old_log_prob = recompute
+        model, processor = load_policy(result["sft"])
+        trainer = cpu_grpo.GRPOTrainer(cfg, model, processor, cpu_grpo.load_reward_fn(cfg))
+        assert trainer.on_policy is not recompute
+        dataset = cpu_grpo.rl_dataset(cfg, cfg.data.train_files, processor.tokenizer, processor)
+        metrics = trainer.step(next(iter(cpu_grpo.rl_dataloader(cfg, dataset))), step=1)
+        assert metrics["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-6)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
