@@ -51,7 +51,7 @@ ACTION_VOCABULARY: tuple[str, ...] = (
     "change text",
 )
 
-_SPLIT_ITEMS = re.compile(r"[,;\n]")
+_WHITESPACE = re.compile(r"\s*")
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def render_decomposition(d: Decomposition) -> str:
     )
 
 
-def _json_string_array(text: str) -> list[Any] | None:
+def json_array(text: str) -> list[Any] | None:
     """The parsed array if `text` is a JSON array, else None. Never raises."""
     stripped = text.strip()
     if not stripped.startswith("["):
@@ -152,10 +152,11 @@ def _json_string_array(text: str) -> list[Any] | None:
 
 def parse_items(content: str) -> tuple[str, ...]:
     """Items of one tag's content: a JSON array's string elements, else split on , ; and newlines."""
-    array = _json_string_array(content)
+    array = json_array(content)
     if array is not None:
         return tuple(x for x in array if isinstance(x, str))
-    return tuple(part for part in _SPLIT_ITEMS.split(content))
+    # str.replace + split: several times faster than re.split on megabytes of separators
+    return tuple(content.replace(";", ",").replace("\n", ",").split(","))
 
 
 def tag_content(text: str, tag: str, start: int = 0) -> str | None:
@@ -183,8 +184,7 @@ def check_format(text: str) -> bool:
     pos = 0
     for tag in DECOMPOSITION_TAGS:
         open_tag, close_tag = f"<{tag}>", f"</{tag}>"
-        while pos < len(s) and s[pos].isspace():
-            pos += 1
+        pos = _WHITESPACE.match(s, pos).end()
         if not s.startswith(open_tag, pos):
             return False
         body_start = pos + len(open_tag)
@@ -195,7 +195,7 @@ def check_format(text: str) -> bool:
         if any(t in body for t in ALL_TAG_STRINGS):
             return False
         if tag != THINK:
-            array = _json_string_array(body)
+            array = json_array(body)
             if array is None or not all(isinstance(x, str) for x in array):
                 return False
         pos = end + len(close_tag)

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from inference.protocol import ACTION_VOCABULARY, Decomposition, render_decomposition
 from reward_fns.imageedit_r1 import compute_score, compute_score_batch
-from reward_fns.scoring import _answer_format_ok, _short_content_set, _truth_sets_from_json
+from reward_fns.scoring import _short_content_set, _truth_sets_from_json
 
 #: The per-process memos of the exact path (cleared per call for the no-hit figure).
-MEMOS = (_answer_format_ok, _short_content_set, _truth_sets_from_json)
+MEMOS = (_short_content_set, _truth_sets_from_json)
 
 MEGABYTE = 1_000_000
 PROMPTS, ROLLOUTS = 32, 8

@@ -5,21 +5,17 @@ entry file verl and EasyR1 load by path; the logic lives here so it is imported 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from inference.protocol import (
     ACTION,
-    ALL_TAG_STRINGS,
     GOALS,
     GROUND_TRUTH_KEYS,
     SUBJECTS,
     TAG_OF_FIELD,
-    THINK,
     Decomposition,
-    _json_string_array,
     answer_region_start,
     check_format,
     parse_items,
@@ -27,11 +23,8 @@ from inference.protocol import (
 )
 from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY
 from reward_fns.matching import (
-    join_lines,
     normalise_items,
     normalise_items_ordered,
-    normalise_lines,
-    normalise_lines_ordered,
     set_f1,
 )
 from reward_fns.soft_matching import (
@@ -165,12 +158,10 @@ def weighted_score(components: Mapping[str, float], weights: tuple[float, ...]) 
     return min(1.0, max(0.0, total / sum(weights)))
 
 
-#: Contents and answer parts up to this length are memoised (16k entries each: <= 16 MB per memo);
-#: longer ones (model noise) take the linear fast paths.
+#: Contents up to this length are memoised (16k entries: <= 16 MB); longer ones (model noise) are
+#: parsed each time, in linear time.
 SHORT_TEXT_CHARS = 1024
 _MEMO_ENTRIES = 16384
-_THINK_OPEN, _THINK_CLOSE = f"<{THINK}>", f"</{THINK}>"
-_CLOSE_TAG_THEN_WHITESPACE = re.compile(r"(</(?:think|action|subjects|goals)>)\s{2,}")
 
 
 @functools.lru_cache(maxsize=_MEMO_ENTRIES)
@@ -183,7 +174,7 @@ def content_set(content: str) -> frozenset[str]:
     rollouts the same lists recur (same prompt, n samples) while the reasoning differs."""
     if len(content) <= SHORT_TEXT_CHARS:
         return _short_content_set(content)
-    return normalise_lines(_long_content_lines(content))
+    return normalise_items(parse_items(content))
 
 
 @functools.lru_cache(maxsize=_MEMO_ENTRIES)
@@ -195,47 +186,12 @@ def content_list(content: str) -> Sequence[str]:
     """Distinct normalised items of one tag's content in order of appearance (soft modes)."""
     if len(content) <= SHORT_TEXT_CHARS:
         return _short_content_list(content)
-    return normalise_lines_ordered(_long_content_lines(content))
-
-
-def _long_content_lines(content: str) -> str:
-    """The items of `parse_items(content)` one per line, without building the item list when the
-    content is not a JSON array (its comma/semicolon/newline split is then a character swap)."""
-    array = _json_string_array(content)
-    if array is not None:
-        return join_lines([x for x in array if isinstance(x, str)])
-    return content.replace(",", "\n").replace(";", "\n")
+    return normalise_items_ordered(parse_items(content))
 
 
 def format_ok(response: str) -> bool:
-    """`inference.protocol.check_format(response)`, faster, in two exact ways (both pinned to
-    check_format by hypothesis tests):
-
-    - A valid answer is `<think>T</think>` + rest, and check_format reads T only to reject one
-      holding a tag; so we check that here and memoise check_format("<think></think>" + rest): the
-      answer lists recur across a step's rollouts while the reasoning differs.
-    - A long answer part first has whitespace runs after closing tags shortened to one space
-      (check_format walks separators a character at a time): such a run either separates two tags
-      (any amount of whitespace is allowed) or lies inside a tag's content, which then holds a tag
-      and fails anyway."""
-    text = response.strip()
-    if not text.startswith(_THINK_OPEN):
-        return False
-    think_end = text.find(_THINK_CLOSE, len(_THINK_OPEN))
-    if think_end < 0:
-        return False
-    think = text[len(_THINK_OPEN) : think_end]
-    if "<" in think and any(tag in think for tag in ALL_TAG_STRINGS):
-        return False
-    rest = text[think_end + len(_THINK_CLOSE) :]
-    if len(rest) <= SHORT_TEXT_CHARS:
-        return _answer_format_ok(rest)
-    return check_format(_CLOSE_TAG_THEN_WHITESPACE.sub(r"\1 ", _THINK_OPEN + _THINK_CLOSE + rest))
-
-
-@functools.lru_cache(maxsize=_MEMO_ENTRIES)
-def _answer_format_ok(rest: str) -> bool:
-    return check_format(_THINK_OPEN + _THINK_CLOSE + rest)
+    """The format reward's test: `inference.protocol.check_format` (one definition)."""
+    return check_format(response)
 
 
 def score_exact(
