@@ -39,6 +39,7 @@ mkdir -p "$(dirname "$OUT")"
 OUT="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
 PARTIAL="$OUT.partial"
 rm -rf "$PARTIAL"
+trap 'rm -rf "$PARTIAL"' EXIT  # a failed merge leaves nothing behind
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
