@@ -30,6 +30,7 @@ CONFIG_DIR = REPO_ROOT / "recipes" / "config"
 CONFIG_PKG = "pkg://recipes.config"
 RUNTIME_ENV_FILE = REPO_ROOT / "recipes" / "runtime_env.yaml"
 GPU_ENTRY = "verl.trainer.main_ppo"
+SFT_ENTRY = "verl.trainer.sft_trainer"
 CPU_ENTRY = "recipes.cpu_grpo"
 CPU_RECIPE = "imageedit_r1_tiny"
 DEFAULT_RAY_ADDRESS = "http://127.0.0.1:8265"
@@ -83,6 +84,11 @@ def is_cpu(config: DictConfig) -> bool:
     return str(config.trainer.device) == "cpu"
 
 
+def is_sft(config: DictConfig) -> bool:
+    """A recipe on verl's SFT trainer config (sft_trainer_engine) rather than ppo_trainer."""
+    return "actor_rollout_ref" not in config and OmegaConf.select(config, "data.messages_key") is not None
+
+
 def cluster_overrides(config: DictConfig, nodes: int | None, gpus: int | None) -> list[str]:
     """NODES/GPUS as verl overrides (GPU recipes only: the CPU path is one process)."""
     if is_cpu(config):
@@ -99,7 +105,24 @@ def training_command(recipe: str, overrides: Sequence[str], config: DictConfig, 
     """verl's own trainer for GPU recipes, the in-process CPU GRPO trainer for `trainer.device: cpu`."""
     if is_cpu(config):
         return [python, "-m", CPU_ENTRY, "--config-name", recipe, *overrides]
-    return [python, "-m", GPU_ENTRY, "--config-path", CONFIG_PKG, "--config-name", recipe, *overrides]
+    recipe_args = ["--config-path", CONFIG_PKG, "--config-name", recipe, *overrides]
+    if is_sft(config):  # verl's SFT trainer is a torchrun program, one process per GPU
+        if int(config.trainer.nnodes) != 1:
+            raise LaunchError(
+                f"SFT recipe {recipe!r} asks for trainer.nnodes={config.trainer.nnodes}: `make train` runs SFT "
+                f"on one node (torchrun --standalone); for several nodes run torchrun with a rendezvous "
+                f"yourself: torchrun --nnodes=N --rdzv-endpoint=HEAD:29500 -m {SFT_ENTRY} "
+                + shlex.join(recipe_args)
+            )
+        torchrun = [python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
+        return [
+            *torchrun,
+            f"--nproc-per-node={config.trainer.n_gpus_per_node}",
+            "-m",
+            SFT_ENTRY,
+            *recipe_args,
+        ]
+    return [python, "-m", GPU_ENTRY, *recipe_args]
 
 
 def run_dir(config: DictConfig) -> Path:
@@ -167,12 +190,32 @@ def validate(config: DictConfig) -> None:
     config = OmegaConf.create(OmegaConf.to_container(config))  # verl mutates what it validates
     if not is_cpu(config):
         auto_set_device(config)
+    if is_sft(config):
+        validate_sft(config)
+        return
     validate_config(
         config=config,
         use_reference_policy=need_reference_policy(config),
         use_critic=need_critic(config),
     )
     check_ray_cpus(config)
+
+
+def validate_sft(config: DictConfig) -> None:
+    """verl's SFT trainer has no validate_config: build the config dataclasses it builds first
+    (`SFTTrainer._build_config`, minus the model, which would need the weights) and check the batch
+    split its dataloader makes (global batch // data-parallel size, in micro batches)."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    for key in ("engine", "optim", "checkpoint", "profiler"):
+        omega_conf_to_dataclass(config[key])
+    gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+    batch, micro = int(config.data.train_batch_size), int(config.data.micro_batch_size_per_gpu)
+    if batch % gpus or (batch // gpus) % micro:
+        raise ValueError(
+            f"data.train_batch_size={batch} must split evenly over {gpus} GPUs into micro batches of "
+            f"data.micro_batch_size_per_gpu={micro}"
+        )
 
 
 def plan(
@@ -329,7 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             print(describe(launch, command, env, shown), flush=True)
             validate(launch.config)
-            print("# verl validate_config: passed", flush=True)
+            check = (
+                "verl SFT config dataclasses and batch split"
+                if is_sft(launch.config)
+                else "verl validate_config"
+            )
+            print(f"# {check}: passed", flush=True)
             return 0
         if args.action == "train":
             check_gpus(launch.config, local_gpu_count())
@@ -346,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except (AssertionError, ValueError) as err:  # verl's validate_config reports with both
-        print(f"error: verl validate_config rejected recipe {args.recipe!r}: {err}", file=sys.stderr)
+        print(f"error: verl's config checks rejected recipe {args.recipe!r}: {err}", file=sys.stderr)
         return 2
     print("+ " + shlex.join(command), file=sys.stderr, flush=True)
     os.chdir(REPO_ROOT)

@@ -346,3 +346,40 @@ def test_launcher_module_runs_without_the_scripts():
         timeout=60,
     )
     assert out.returncode == 0 and "train" in out.stdout and "submit" in out.stdout
+
+
+# --- the GPU SFT cold-start recipe ----------------------------------------------------------------
+
+
+def test_sft_recipe_runs_verls_sft_trainer_under_torchrun():
+    p = launch.plan("sft_qwen2_5_vl_7b", ["trainer.total_epochs=2"], nodes=1, gpus=4, python="py")
+    assert launch.is_sft(p.config) and not launch.is_sft(launch.compose(PAPER))
+    assert p.command[:6] == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+    ]
+    assert p.command[6:12] == [
+        "-m",
+        "verl.trainer.sft_trainer",
+        "--config-path",
+        "pkg://recipes.config",
+        "--config-name",
+        "sft_qwen2_5_vl_7b",
+    ]
+    assert p.command[-1] == "trainer.total_epochs=2"
+    data = p.config.data
+    assert (data.messages_key, data.image_key) == ("messages", "images")
+    assert data.train_files == "outputs/data/imageedit_r1/sft_train.parquet"
+    assert p.config.model.path == MODELS["qwen2_5_vl_7b"]
+    launch.validate(p.config)
+
+
+def test_sft_recipe_refuses_what_it_cannot_run():
+    with pytest.raises(launch.LaunchError, match="one node"):
+        launch.plan("sft_qwen2_5_vl_7b", nodes=2, gpus=8)
+    with pytest.raises(ValueError, match="split evenly over 3 GPUs"):
+        launch.validate(launch.plan("sft_qwen2_5_vl_7b", nodes=1, gpus=3).config)
