@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -83,7 +85,7 @@ def test_sft_stage_saves_a_loadable_folder_and_is_reused(sft_setup, tmp_path):
     from recipes.cpu_checkpoint import STAGE_RECORD
     from recipes.sft import run_sft_stage
 
-    cfg, model_dir = sft_setup
+    cfg, model_dir = copy.deepcopy(sft_setup)
     cfg.cpu.sft.steps = 2
     cfg.cpu.sft.batch_size = 4
     folder = tmp_path / "sft"
@@ -99,7 +101,7 @@ def test_sft_stage_saves_a_loadable_folder_and_is_reused(sft_setup, tmp_path):
 def test_sft_files_names_the_missing_parquet(sft_setup, tmp_path):
     from recipes.sft import sft_files
 
-    cfg, _ = sft_setup
+    cfg = copy.deepcopy(sft_setup[0])
     cfg.cpu.data.dir = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="sft_train.parquet"):
         sft_files(cfg)
@@ -109,7 +111,7 @@ def test_sft_control_continues_for_a_wall_time_budget(sft_setup, tmp_path):
     from recipes.cpu_checkpoint import stage_record
     from recipes.sft import run_sft_control, run_sft_stage
 
-    cfg, model_dir = sft_setup
+    cfg, model_dir = copy.deepcopy(sft_setup)
     cfg.cpu.sft.steps = 1
     cfg.cpu.sft.batch_size = 4
     run_sft_stage(cfg, model_dir, tmp_path / "sft", progress=False)
