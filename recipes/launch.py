@@ -59,10 +59,6 @@ class LaunchPlan:
     def on_cpu(self) -> bool:
         return is_cpu(self.config)
 
-    def shell_command(self) -> str:
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        return (env + " " if env else "") + shlex.join(self.command)
-
 
 def recipe_names() -> list[str]:
     """The recipes: top-level YAML files of recipes/config/."""

@@ -109,6 +109,15 @@ def test_reward_component_curves_use_the_reward_engineers_replay_buffer():
     assert launch.compose(PAPER, ["metrics=verl_default"]).trainer.v1.sampler.custom_sampler.path is None
 
 
+def test_replay_buffer_loads_through_verls_loader_as_a_verl_replay_buffer():
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+    from verl.utils.import_utils import load_extern_object
+
+    sampler = launch.compose(PAPER).trainer.v1.sampler.custom_sampler
+    os.chdir(REPO)
+    assert issubclass(load_extern_object(sampler.path, sampler.name), ReplayBuffer)
+
+
 def test_groups_swap_on_the_command_line():
     cfg = launch.compose(PAPER, ["model=qwen3_vl_8b", "reward=no_goal", "data=synthetic", "logger=console"])
     assert cfg.actor_rollout_ref.model.path == MODELS["qwen3_vl_8b"]
@@ -292,7 +301,23 @@ def test_submit_refuses_overrides_the_shell_would_mangle():
 
 @pytest.mark.parametrize("nodes", ["1", "2"])
 def test_dry_run_of_the_paper_recipe_composes_and_validates(nodes):
-    out = run_script("train.sh", "trainer.total_epochs=1", DRY_RUN="1", NODES=nodes, GPUS="8", RECIPE=PAPER)
+    """`DRY_RUN=1 make train NODES=.. GPUS=8 ARGS=..` (make never reinstalls .venv here)."""
+    out = subprocess.run(
+        [
+            "make",
+            "-o",
+            ".venv/.installed",
+            "train",
+            f"NODES={nodes}",
+            "GPUS=8",
+            "ARGS=trainer.total_epochs=1",
+        ],
+        cwd=REPO,
+        env=script_env(DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert "# verl validate_config: passed" in text
