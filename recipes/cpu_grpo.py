@@ -654,12 +654,14 @@ def hydra_entry(stages: Sequence[str] = ("sft", "grpo")) -> None:
     import hydra
 
     # keep the working directory and write no .hydra/ folder: outputs go to cpu.out_dir
-    sys.argv += [
+    defaults = [
         "hydra.run.dir=.",
         "hydra.output_subdir=null",
         "hydra/job_logging=none",
         "hydra/hydra_logging=none",
     ]
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in sys.argv[1:]}
+    sys.argv[1:1] = [d for d in defaults if d.split("=", 1)[0] not in given]
 
     @hydra.main(config_path="config", config_name="imageedit_r1_tiny", version_base=None)
     def _main(cfg) -> None:
