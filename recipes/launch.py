@@ -180,7 +180,7 @@ def validate(config: DictConfig) -> None:
     `auto_set_device` is applied to a copy, and only for GPU recipes: on a machine without an
     accelerator verl falls back to the CUDA platform and would rewrite a CPU recipe's device."""
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
+    from verl.utils.config import omega_conf_to_dataclass, validate_config
     from verl.utils.device import auto_set_device
 
     config = OmegaConf.create(OmegaConf.to_container(config))  # verl mutates what it validates
@@ -194,6 +194,11 @@ def validate(config: DictConfig) -> None:
         use_reference_policy=need_reference_policy(config),
         use_critic=need_critic(config),
     )
+    # Also the rollout and algorithm dataclasses verl builds when its workers start (their
+    # __post_init__ checks); validate_config builds the actor's.
+    resolved = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
+    for key in ("actor_rollout_ref.rollout", "algorithm"):
+        omega_conf_to_dataclass(OmegaConf.select(resolved, key))
     check_ray_cpus(config)
 
 
