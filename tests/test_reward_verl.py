@@ -143,7 +143,7 @@ def transfer_queue():
     import transfer_queue as tq
 
     # Logical CPUs: the TQ controller and its two storage units each hold one (2 would hang).
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     tq.init()
     yield tq
     tq.close()
