@@ -648,20 +648,9 @@ def compose(overrides: Sequence[str] = (), config_name: str = "imageedit_r1_tiny
 
 
 def hydra_entry(stages: Sequence[str] = ("sft", "grpo")) -> None:
-    """`python -m recipes.cpu_grpo --config-name NAME [overrides]` (Hydra CLI; no output-dir change)."""
-    import sys
-
+    """`python -m recipes.cpu_grpo --config-name NAME [overrides]` (Hydra CLI; the recipe's `hydra:`
+    block keeps the working directory, so outputs go to cpu.out_dir)."""
     import hydra
-
-    # keep the working directory and write no .hydra/ folder: outputs go to cpu.out_dir
-    defaults = [
-        "hydra.run.dir=.",
-        "hydra.output_subdir=null",
-        "hydra/job_logging=none",
-        "hydra/hydra_logging=none",
-    ]
-    given = {arg.split("=", 1)[0].lstrip("+~") for arg in sys.argv[1:]}
-    sys.argv[1:1] = [d for d in defaults if d.split("=", 1)[0] not in given]
 
     @hydra.main(config_path="config", config_name="imageedit_r1_tiny", version_base=None)
     def _main(cfg) -> None:
