@@ -53,7 +53,12 @@ def prepare_data(cfg, progress: bool = True) -> Path:
     d = cfg.cpu.data
     out = Path(d.dir)
     manifest = out / "manifest.json"
-    want = {"train": int(d.train), "val": int(d.val), "seed": int(d.seed)}
+    want = {
+        "train": int(d.train),
+        "val": int(d.val),
+        "seed": int(d.seed),
+        "max_edits": int(d.get("max_edits", 4)),
+    }
     if manifest.is_file():
         have = json.loads(manifest.read_text(encoding="utf-8"))
         if all(have.get(k) == v for k, v in want.items()):
