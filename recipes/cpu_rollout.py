@@ -180,7 +180,6 @@ def slice_rows(rollout: Rollout, rows: slice) -> Rollout:
 def response_logits(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
     """Logits predicting each response token (B, R, V), temperature-scaled, vision tokens masked out."""
     p = rollout.prompts.inputs
-    prompt_len = p["input_ids"].shape[1]
     input_ids = torch.cat([p["input_ids"], rollout.responses], dim=1)
     attention_mask = torch.cat(
         [p["attention_mask"], rollout.response_mask.to(p["attention_mask"].dtype)], dim=1
@@ -192,7 +191,9 @@ def response_logits(model, rollout: Rollout, temperature: float = 1.0) -> torch.
     for key in ("pixel_values", "image_grid_thw"):
         if key in p:
             forward[key] = p[key]
-    logits = model(**forward, use_cache=False).logits[:, prompt_len - 1 : -1, :]
+    # only the positions that predict response tokens: the LM head over the prompt is wasted work
+    keep = rollout.responses.shape[1] + 1
+    logits = model(**forward, use_cache=False, logits_to_keep=keep).logits[:, :-1, :]
     if temperature != 1.0:
         logits = logits / temperature
     return logits
