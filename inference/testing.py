@@ -136,6 +136,21 @@ def taught_on_first_item(eval_set: str | Path, vlm_dir: str | Path):
     return first, cached_taught_vlm(vlm_dir, examples)
 
 
+def chat_completion(text: str) -> dict[str, Any]:
+    """The body of an OpenAI chat-completions answer holding `text` (for `LocalServer` handlers)."""
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
+
+
+def request_json(request: dict[str, Any]) -> Any:
+    """The JSON body of a request recorded by `LocalServer`."""
+    import json
+
+    return json.loads(request["body"])
+
+
 class LocalServer:
     """A real HTTP server on 127.0.0.1 in a thread, for testing the HTTP clients without the network.
 

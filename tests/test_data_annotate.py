@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,6 +16,7 @@ from data_prep.report import Report
 from data_prep.synthetic import eval_record, generate_items
 from inference.backends import ChatBackend
 from inference.protocol import render_decomposition
+from inference.testing import LocalServer, chat_completion, request_json
 
 SECRET = "sk-test-very-secret-0123456789"
 
@@ -32,7 +32,7 @@ GT_BY_REQUEST = {i.request: i.decomposition for i in ITEMS}
 
 def request_of(conversation) -> str:
     text = conversation[0]["content"][-1]["text"]
-    return text.split('Edit request: "', 1)[1].split('"\n', 1)[0]
+    return text.split('Request: "', 1)[1].split('"\n', 1)[0]
 
 
 class ScriptedTeacher(ChatBackend):
@@ -138,48 +138,27 @@ def test_unreadable_image_is_a_counted_error(tmp_path, records):
     assert report.skipped == {"teacher_error": 1}
 
 
-class TeacherServer:
-    """A real OpenAI-compatible `POST /v1/chat/completions` on 127.0.0.1 answering the synthetic truth."""
+class TeacherServer(LocalServer):
+    """A real OpenAI-compatible `POST /v1/chat/completions` on 127.0.0.1 answering the synthetic truth;
+    `bodies` are the JSON requests, `headers` their Authorization values."""
 
     def __init__(self):
-        self.requests: list[dict] = []
-        self.headers: list[str] = []
-        owner = self
+        super().__init__(self._respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def _respond(self, request):
+        return 200, {}, chat_completion(good_answer(request_of(request_json(request)["messages"])))
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner.requests.append(body)
-                owner.headers.append(self.headers.get("Authorization", ""))
-                text = body["messages"][0]["content"][-1]["text"]
-                request = text.split('Edit request: "', 1)[1].split('"\n', 1)[0]
-                payload = json.dumps(
-                    {
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": good_answer(request)}}
-                        ]
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    @property
+    def bodies(self):
+        return [request_json(r) for r in self.requests]
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+    @property
+    def headers(self):
+        return [r["headers"].get("authorization", "") for r in self.requests]
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    @property
+    def url(self):
+        return super().url + "/v1"
 
 
 def test_annotate_cli_over_http_with_the_shared_openai_backend(tmp_path, records, monkeypatch):
@@ -199,7 +178,7 @@ def test_annotate_cli_over_http_with_the_shared_openai_backend(tmp_path, records
         assert len(server.requests) == len(ITEMS)
         assert main(argv) == 0  # rerun: all from cache
         assert len(server.requests) == len(ITEMS)
-    request = server.requests[0]
+    request = server.bodies[0]
     assert request["model"] == "gpt-4o" and request["temperature"] == 0.0
     assert [p["type"] for p in request["messages"][0]["content"]] == ["image_url", "text"]
     assert server.headers[0] == f"Bearer {SECRET}"  # the key goes to the server only

@@ -5,58 +5,38 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
 from eval.judge import JudgeItem, RubricJudge
+from inference.testing import LocalServer, chat_completion, request_json
 
 GOOD = '{"fulfillment": 4, "quality": 3, "preservation": 2, "reasoning": "done"}'
 
 
-class JudgeServer:
-    """`POST /v1/chat/completions` answering from `script` (then GOOD), recording every request."""
+class JudgeServer(LocalServer):
+    """`POST /v1/chat/completions` answering from `script` (then GOOD); `requests` are the JSON bodies."""
 
     def __init__(self, script=()):
         self.script = list(script)
-        self.requests: list[dict] = []
         self.lock = threading.Lock()
-        owner = self
+        super().__init__(self._respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
+    def _respond(self, request):
+        if request["path"] != "/v1/chat/completions":
+            return 404, {}, b""
+        with self.lock:
+            answer = self.script.pop(0) if self.script else GOOD
+        return 200, {}, chat_completion(answer)
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner.lock:
-                    owner.requests.append(body)
-                    answer = owner.script.pop(0) if owner.script else GOOD
-                if self.path != "/v1/chat/completions":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                payload = json.dumps(
-                    {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    @property
+    def bodies(self):
+        return [request_json(r) for r in self.requests]
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    @property
+    def url(self):
+        return super().url + "/v1"
 
 
 @pytest.fixture
@@ -74,7 +54,7 @@ def test_http_judge_sends_both_images_in_order_and_reads_the_answer(images):
     with JudgeServer() as server:
         judgement = RubricJudge(_backend(server.url)).judge("make it red", *images)
     assert judgement.ok and judgement.scores.total == 9 and judgement.scores.reasoning == "done"
-    (request,) = server.requests
+    (request,) = server.bodies
     assert request["model"] == "gpt-4o" and request["temperature"] == 0.0
     parts = request["messages"][0]["content"]
     assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
@@ -86,7 +66,7 @@ def test_http_judge_sends_both_images_in_order_and_reads_the_answer(images):
 def test_http_judge_retries_an_unreadable_answer_then_records_failure(images):
     with JudgeServer(script=["I'd rather not say.", GOOD]) as server:
         judgement = RubricJudge(_backend(server.url), retries=1).judge("x", *images)
-    assert judgement.ok and len(server.requests) == 2 and server.requests[1]["temperature"] > 0
+    assert judgement.ok and len(server.requests) == 2 and server.bodies[1]["temperature"] > 0
     with JudgeServer(script=["nope"] * 3) as server:
         results = RubricJudge(_backend(server.url), retries=2).judge_many([JudgeItem("x", *images)])
     assert not results[0].ok and results[0].score_fields()["total"] is None
@@ -145,7 +125,7 @@ def test_cli_judge_against_the_server(tmp_path, capsys):
     rubric, verifier = read_scores(tmp_path / "rubric.jsonl"), read_scores(tmp_path / "verifier.jsonl")
     assert [r["total"] for r in rubric] == [9.0] * 3 and {r["evaluator"] for r in rubric} == {"GPT-4o"}
     assert [r["total"] for r in verifier] == [10.0] * 3 and verifier[0]["evaluator"] == "gpt-4o"
-    assert "verifier" not in server.requests[0]["messages"][0]["content"][2]["text"].lower()
-    assert "Principles" in server.requests[3]["messages"][0]["content"][2]["text"]
+    assert "verifier" not in server.bodies[0]["messages"][0]["content"][2]["text"].lower()
+    assert "Principles" in server.bodies[3]["messages"][0]["content"][2]["text"]
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert summary["judged"] == 3 and summary["failed"] == 0
