@@ -12,7 +12,8 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     report = main(["--quick", "--out", str(out)])
     text = report.read_text()
     assert "not, and do not estimate, the paper's scores" in text
-    assert "Held-out decomposition reward" in text and "Reference metrics" in text
+    assert "Held-out decomposition reward" in text and "Pipeline on held-out items" in text
+    assert "## Findings" in text and "exact-edit rate" in text
     for row in ("oracle / single", "cold start / multi", "GRPO / single", "GRPO / original"):
         assert row in text
     assert (out / "reward_curves.png").stat().st_size > 1000
