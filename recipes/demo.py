@@ -111,7 +111,8 @@ def before_after_strip(
     records: Path, runs: dict[str, Path], out_png: Path, n: int = 4
 ) -> tuple[Path, list[str]] | None:
     """A grid, one row per item: input | target | each run's output. Items are the first `n` held-out
-    ones the last run edited (to show what the trained pipeline does); returns the PNG and requests."""
+    ones the last run edited (to show what the trained pipeline does; else the first `n`); returns the
+    PNG and the requests."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +125,7 @@ def before_after_strip(
     records_by_id = {r.id: r for r in read_records(records)}
     traces = {label: {t["id"]: t for t in read_traces(folder)} for label, folder in runs.items()}
     last = traces[list(runs)[-1]]
-    ids = [i for i in records_by_id if last.get(i, {}).get("output_image")][:n]
+    ids = [i for i in records_by_id if last.get(i, {}).get("output_image")][:n] or list(records_by_id)[:n]
     if not ids:
         return None
     cols = 2 + len(runs)

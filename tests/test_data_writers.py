@@ -58,7 +58,7 @@ def test_verl_rlhf_dataset_loads_every_row_and_collates(synthetic_dir, processor
             "image_key": "images",
             "max_prompt_length": 1024,
             "filter_overlong_prompts": True,
-            "filter_overlong_prompts_workers": 1,
+            "filter_overlong_prompts_workers": None,  # in-process: a forked pool can deadlock in a long pytest process
             "truncation": "error",
             "cache_dir": str(synthetic_dir / ".cache"),
         }
@@ -174,7 +174,7 @@ def test_rl_rows_built_from_benchmark_records_load_in_verl(tmp_path, processor):
     report = build_rl_data(folder, out, val_fraction=0.0, max_side=224)
     assert report.kept == 6
     config = OmegaConf.create(
-        {"max_prompt_length": 1024, "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1}
+        {"max_prompt_length": 1024, "filter_overlong_prompts": True, "filter_overlong_prompts_workers": None}
     )
     dataset = RLHFDataset(str(out / "train.parquet"), processor.tokenizer, config, processor)
     assert len(dataset) == 6

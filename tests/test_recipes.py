@@ -147,7 +147,13 @@ def test_tiny_recipe_carries_the_contract_keys():
     assert "reward_kwargs" in cfg.reward.custom_reward_function
     c = OmegaConf.to_container(cfg.cpu, resolve=False)
     assert c["sft"] == {"steps": 300, "lr": 2.0e-3, "batch_size": 32, "warmup_steps": 20, "grad_clip": 1.0}
-    assert c["data"] == {"dir": "outputs/data/synthetic", "train": 2000, "val": 256, "seed": 0}
+    assert c["data"] == {
+        "dir": "outputs/data/synthetic",
+        "train": 2000,
+        "val": 256,
+        "seed": 0,
+        "max_edits": 3,
+    }
     assert c["model"] == {
         "dir": "outputs/tiny/vlm",
         "text_hidden": 128,
@@ -305,6 +311,7 @@ def test_dry_run_of_the_paper_recipe_composes_and_validates(nodes):
     out = subprocess.run(
         [
             "make",
+            "--no-print-directory",
             "-o",
             ".venv/.installed",
             "train",

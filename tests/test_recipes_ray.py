@@ -136,6 +136,7 @@ def test_make_submit_runs_the_tiny_cpu_recipe_to_success(ray_head, tmp_path):
     proc = subprocess.run(
         [
             "make",
+            "--no-print-directory",
             "-o",
             ".venv/.installed",  # never reinstall from a test
             "submit",
