@@ -9,6 +9,7 @@ too, up to floating-point differences of padding).
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -59,7 +60,7 @@ class AgentResult:
     error: str | None = None
 
 
-class _RetryingAgent:
+class _RetryingAgent(abc.ABC):
     """Batch call, then bounded per-item retries until `parse(raw)` gives something usable."""
 
     name = "agent"
@@ -78,9 +79,9 @@ class _RetryingAgent:
         self.max_attempts = max_attempts
         self.retry_temperature = retry_temperature
 
+    @abc.abstractmethod
     def parse(self, raw: str) -> tuple[Any, bool]:
         """(usable parse or None, strict format ok)."""
-        raise NotImplementedError
 
     def _run(self, conversations: Sequence[Conversation], seeds: Sequence[int]) -> list[AgentResult]:
         first = chat_each(self.backend, conversations, replace(self.sampling, n=1))
