@@ -42,7 +42,7 @@ setup: $(STAMP) ## Create .venv/ with the CPU/dev install (idempotent; seconds w
 test: $(STAMP) ## Run the fast test suite (offline, CPU)
 	$(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## Run the slow tests too (whole demo, longer training)
+test-slow: $(STAMP) ## Run the slow tests too (the measured CPU GRPO run, ~15 min)
 	$(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check
