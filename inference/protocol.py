@@ -14,6 +14,7 @@ anything, including megabytes of unclosed tags.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -177,29 +178,51 @@ def answer_region_start(text: str) -> int:
     return 0 if k < 0 else k + len(f"</{THINK}>")
 
 
+def _scan_tag(s: str, pos: int, tag: str) -> int | None:
+    """Position after `<tag>content</tag>` starting at `pos` (leading whitespace allowed), or None when
+    the pair is missing, its content holds any of the eight tags, or a list isn't a JSON string array."""
+    open_tag, close_tag = f"<{tag}>", f"</{tag}>"
+    pos = _WHITESPACE.match(s, pos).end()
+    if not s.startswith(open_tag, pos):
+        return None
+    body_start = pos + len(open_tag)
+    end = s.find(close_tag, body_start)
+    if end < 0:
+        return None
+    body = s[body_start:end]
+    if any(t in body for t in ALL_TAG_STRINGS):
+        return None
+    if tag != THINK:
+        array = json_array(body)
+        if array is None or not all(isinstance(x, str) for x in array):
+            return None
+    return end + len(close_tag)
+
+
+def _answer_part_ok(rest: str) -> bool:
+    """The action, subjects and goals pairs in order, then nothing but whitespace."""
+    pos: int | None = 0
+    for tag in DECOMPOSITION_TAGS[1:]:
+        pos = _scan_tag(rest, pos, tag)
+        if pos is None:
+            return False
+    return _WHITESPACE.match(rest, pos).end() == len(rest)
+
+
+#: GRPO scores n samples per prompt whose lists repeat while the reasoning differs: short answer parts
+#: are memoised (16k entries of <= 1 KB).
+_answer_part_ok_memo = functools.lru_cache(maxsize=16384)(_answer_part_ok)
+
+
 def check_format(text: str) -> bool:
     """Strict format: exactly the four tag pairs in order, whitespace between, nothing around;
     no content holds any of the eight tags; action/subjects/goals are JSON arrays of strings."""
     s = text.strip()
-    pos = 0
-    for tag in DECOMPOSITION_TAGS:
-        open_tag, close_tag = f"<{tag}>", f"</{tag}>"
-        pos = _WHITESPACE.match(s, pos).end()
-        if not s.startswith(open_tag, pos):
-            return False
-        body_start = pos + len(open_tag)
-        end = s.find(close_tag, body_start)
-        if end < 0:
-            return False
-        body = s[body_start:end]
-        if any(t in body for t in ALL_TAG_STRINGS):
-            return False
-        if tag != THINK:
-            array = json_array(body)
-            if array is None or not all(isinstance(x, str) for x in array):
-                return False
-        pos = end + len(close_tag)
-    return pos == len(s)
+    pos = _scan_tag(s, 0, THINK)
+    if pos is None:
+        return False
+    rest = s[pos:]
+    return _answer_part_ok_memo(rest) if len(rest) <= 1024 else _answer_part_ok(rest)
 
 
 def parse_decomposition(text: str) -> ParsedDecomposition:

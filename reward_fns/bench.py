@@ -24,12 +24,12 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from inference.protocol import ACTION_VOCABULARY, Decomposition, render_decomposition
+from inference.protocol import ACTION_VOCABULARY, Decomposition, _answer_part_ok_memo, render_decomposition
 from reward_fns.imageedit_r1 import compute_score, compute_score_batch
 from reward_fns.scoring import _short_content_set, _truth_sets_from_json
 
 #: The per-process memos of the exact path (cleared per call for the no-hit figure).
-MEMOS = (_short_content_set, _truth_sets_from_json)
+MEMOS = (_answer_part_ok_memo, _short_content_set, _truth_sets_from_json)
 
 MEGABYTE = 1_000_000
 PROMPTS, ROLLOUTS = 32, 8
