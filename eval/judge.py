@@ -116,8 +116,9 @@ def ask_with_retries(
     return outcomes
 
 
-class RubricJudge:
-    """Scores edits on the paper's rubric with a chat backend; batches, retries, never zero-fills."""
+class BackendScorer:
+    """What the rubric judge and the principle verifier share: a chat backend, one-sample decoding and
+    a retry budget."""
 
     def __init__(self, backend: ChatBackend, sampling: Sampling = DEFAULT_SAMPLING, retries: int = 2):
         if retries < 0:
@@ -129,6 +130,10 @@ class RubricJudge:
     @property
     def model_id(self) -> str:
         return getattr(self.backend, "model_id", "unknown")
+
+
+class RubricJudge(BackendScorer):
+    """Scores edits on the paper's rubric with a chat backend; batches, retries, never zero-fills."""
 
     def prompt(self, request: str) -> str:
         return judge_prompt(request)

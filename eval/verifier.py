@@ -25,11 +25,11 @@ from typing import Any
 
 from PIL import Image
 
-from eval.judge import DEFAULT_SAMPLING, ask_with_retries
+from eval.judge import BackendScorer, ask_with_retries
 from eval.parsing import MAX_ANSWER_CHARS, MAX_JSON_ATTEMPTS, RUBRIC
 from eval.prompts import verifier_prompt
 from eval.scores import failed_fields
-from inference.backends import ChatBackend, Conversation, Sampling
+from inference.backends import Conversation
 from inference.prompts import user_message
 from inference.protocol import Decomposition
 from reward_fns.components import SCORE_KEY
@@ -203,19 +203,8 @@ def verifier_conversation(
     return user_message(verifier_prompt(request, principles), [original, edited])
 
 
-class PrincipleVerifier:
+class PrincipleVerifier(BackendScorer):
     """Checks an edit principle by principle with a chat backend; batched, retried, never zero-filled."""
-
-    def __init__(self, backend: ChatBackend, sampling: Sampling = DEFAULT_SAMPLING, retries: int = 2):
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        self.backend = backend
-        self.sampling = dataclasses.replace(sampling, n=1)
-        self.retries = retries
-
-    @property
-    def model_id(self) -> str:
-        return getattr(self.backend, "model_id", "unknown")
 
     def prompt(self, request: str, principles: Sequence[str]) -> str:
         return verifier_prompt(request, principles)
