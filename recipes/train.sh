@@ -14,13 +14,5 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   exit 0
 fi
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# As the Makefile: W&B online only with a key, offline otherwise.
-if [[ -z "${WANDB_MODE:-}" ]]; then
-  if [[ -n "${WANDB_API_KEY:-}" ]]; then export WANDB_MODE=online; else export WANDB_MODE=offline; fi
-fi
-PYTHON="$ROOT/.venv/bin/python"
-[[ -x "$PYTHON" ]] || PYTHON=python
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 exec "$PYTHON" -m recipes.launch train -- "$@"
