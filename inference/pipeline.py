@@ -214,6 +214,8 @@ class EditingPipeline:
         self.max_image_pixels = max_image_pixels
         #: Concurrent editor calls within a batch (>1 only for hosted editors; a GPU editor wants 1).
         self.edit_workers = max(1, int(edit_workers))
+        #: (stage, item id) -> (agent result, seconds): answers shared by the modes of one pipeline
+        self._agent_results: dict[tuple[str, str], tuple[AgentResult, float]] = {}
 
     # ------------------------------------------------------------------ model records
 
@@ -340,16 +342,28 @@ class EditingPipeline:
         """Run an agent on items `idx`; record raw answers, errors and amortised time; return the parses."""
         if not idx:
             return {}
-        t0 = time.perf_counter()
-        try:
-            results = call(idx)
-        except Exception as exc:  # noqa: BLE001 - a whole-stage failure is every item's error
-            results = [AgentResult(raw=None, parsed=None, attempts=0, error=f"{stage}: {_err(exc)}")] * len(
-                idx
-            )
-        share = (time.perf_counter() - t0) / len(idx)
+        # Agent answers depend only on (item, run seed), not on the mode: a run over several modes asks
+        # each agent once per item and reuses the answer (and its time) for the other modes.
+        memo = self._agent_results
+        todo = [i for i in idx if (stage, traces[i]["id"]) not in memo]
+        fresh: dict[int, tuple[AgentResult, float]] = {}
+        if todo:
+            t0 = time.perf_counter()
+            remember = True
+            try:
+                results = call(todo)
+            except Exception as exc:  # noqa: BLE001 - a whole-stage failure is every item's error
+                remember = False  # e.g. a backend outage: ask again for the next mode
+                results = [
+                    AgentResult(raw=None, parsed=None, attempts=0, error=f"{stage}: {_err(exc)}")
+                ] * len(todo)
+            share = (time.perf_counter() - t0) / len(todo)
+            fresh = {i: (res, share) for i, res in zip(todo, results, strict=True)}
+            if remember:
+                memo.update({(stage, traces[i]["id"]): answer for i, answer in fresh.items()})
         parsed = {}
-        for i, res in zip(idx, results, strict=True):
+        for i in idx:
+            res, share = fresh[i] if i in fresh else memo[(stage, traces[i]["id"])]
             traces[i]["timings"][f"{stage}_s"] = share
             parsed[i] = res.parsed
             if stage == "decompose":

@@ -146,6 +146,24 @@ def test_file_stem_is_a_safe_injective_file_name(item_id):
 # ------------------------------------------------------------------------------ the tool editor end to end
 
 
+def test_agents_answer_once_per_item_across_modes(eval_set, tmp_path):
+    class CountingDecomposer(OracleDecomposer):
+        calls: list[str] = []
+
+        def decompose_items(self, items):
+            self.calls += [it.id for it in items]
+            return super().decompose_items(items)
+
+    decomposer = CountingDecomposer()
+    pipe = EditingPipeline(make_editor("tool"), decomposer, OracleSequencer(), batch_size=3)
+    items = list(items_from_records(eval_set))
+    for mode in ("single", "multi"):
+        assert pipe.run(items, tmp_path, mode, progress=False).failed == 0
+    assert sorted(decomposer.calls) == sorted(it.id for it in items)  # asked once, reused by multi
+    single = {t["id"]: t["decomposition"] for t in read_traces(tmp_path / "single")}
+    assert all(t["decomposition"] == single[t["id"]] for t in read_traces(tmp_path / "multi"))
+
+
 @pytest.mark.parametrize("mode", ["single", "multi"])
 def test_ground_truth_agents_with_the_tool_editor_reproduce_the_targets(eval_set, tmp_path, mode):
     summary = _tool_pipeline(batch_size=3).run(items_from_records(eval_set), tmp_path, mode, progress=False)
