@@ -196,17 +196,22 @@ class TeacherAnnotator:
         return Sampling(temperature=temperature, max_new_tokens=self.max_new_tokens, n=1, seed=attempt)
 
     def _call(self, conversation, sampling: Sampling) -> str:
-        last: Exception | None = None
+        """The teacher's answer to one request; a failed request is retried (with jittered backoff)
+        unless the server refused it for good. Raises RuntimeError (redacted) when it never answers."""
+        result = None
         for call in range(self.call_retries + 1):
-            try:
-                return self.backend.chat([conversation], sampling)[0][0]
-            except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then reported
-                last = exc
-                if call < self.call_retries:
-                    wait = min(self.backoff_s * 2**call, self.max_backoff_s) * (0.5 + random.random() / 2)
-                    log.warning("teacher call failed (%s); retry %d in %.1fs", redact(exc), call + 1, wait)
-                    self._sleep(wait)
-        raise RuntimeError(redact(f"{type(last).__name__}: {last}"))
+            result = self.backend.chat([conversation], sampling)[0]
+            if result.ok:
+                return result.texts[0]
+            if not result.retryable:
+                break
+            if call < self.call_retries:
+                wait = min(self.backoff_s * 2**call, self.max_backoff_s) * (0.5 + random.random() / 2)
+                log.warning(
+                    "teacher call failed (%s); retry %d in %.1fs", redact(result.error), call + 1, wait
+                )
+                self._sleep(wait)
+        raise RuntimeError(redact(result.error if result is not None else "no call made"))
 
     def annotate_one(self, record_id: str, instruction: str, image: Image.Image) -> Annotation:
         prompt = decomposition_prompt(instruction)

@@ -31,7 +31,7 @@ ANSWERS = [
 class InstantBackend(ChatBackend):
     model_id = "bench-instant"
 
-    def chat(self, conversations, sampling):
+    def generate(self, conversations, sampling):
         return [[ANSWERS[0]] * sampling.n for _ in conversations]
 
 

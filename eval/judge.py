@@ -84,35 +84,47 @@ def ask_with_retries(
     retries: int,
     parse: Callable[[int, str], tuple[T | None, str | None]],
 ) -> list[Outcome[T]]:
-    """Ask all conversations in one batched call, then re-ask only those whose answer `parse`
-    (item index, text) rejects or whose call failed, up to `retries` more times."""
+    """Ask all conversations in one batched call, then re-ask only the items whose own request
+    failed or whose answer `parse` (item index, text) rejects, up to `retries` more times each.
+
+    The backend answers per request, so a good answer is never thrown away for another item's
+    failure. A failed request is re-sent as it was (it was never answered); an unreadable answer is
+    re-asked with `retry_sampling` (a greedy judge would repeat itself). A request the server
+    refuses for good (e.g. HTTP 400) is not re-sent.
+    """
     outcomes: list[Outcome[T]] = [Outcome() for _ in conversations]
+    tries = [0] * len(conversations)
     todo = list(range(len(conversations)))
-    for attempt in range(retries + 1):
-        if not todo:
-            break
-        try:
-            answers = backend.chat([conversations[i] for i in todo], retry_sampling(sampling, attempt))
-            if len(answers) != len(todo):
-                raise RuntimeError(f"backend returned {len(answers)} answers for {len(todo)} conversations")
-        except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then recorded
-            for i in todo:
-                outcomes[i].error = f"backend error ({type(exc).__name__}): {str(exc)[:300]}"
-            continue
+    while todo:
+        # Items that share a sampling (same number of answers so far) share one batched call.
+        groups: dict[int, list[int]] = {}
+        for i in todo:
+            groups.setdefault(len(outcomes[i].answers), []).append(i)
         still = []
-        for i, completions in zip(todo, answers, strict=True):
-            text = completions[0] if completions else ""
-            outcomes[i].answers.append(text)
-            value, error = parse(i, text)
-            if value is not None:
-                outcomes[i].value, outcomes[i].error = value, None
-            else:
-                outcomes[i].error = f"unreadable answer: {error}"
-                still.append(i)
-        todo = still
-    for o in outcomes:
+        for answered, group in sorted(groups.items()):
+            results = backend.chat([conversations[i] for i in group], retry_sampling(sampling, answered))
+            if len(results) != len(group):
+                raise RuntimeError(f"backend returned {len(results)} results for {len(group)} conversations")
+            for i, result in zip(group, results, strict=True):
+                tries[i] += 1
+                if not result.ok:
+                    outcomes[i].error = f"backend error: {result.error}"
+                    if result.retryable and tries[i] <= retries:
+                        still.append(i)
+                    continue
+                text = result.texts[0] if result.texts else ""
+                outcomes[i].answers.append(text)
+                value, error = parse(i, text)
+                if value is not None:
+                    outcomes[i].value, outcomes[i].error = value, None
+                else:
+                    outcomes[i].error = f"unreadable answer: {error}"
+                    if tries[i] <= retries:
+                        still.append(i)
+        todo = sorted(still)
+    for i, o in enumerate(outcomes):
         if o.value is None:
-            o.error = f"{o.error} (after {retries + 1} attempts)"
+            o.error = f"{o.error} (after {tries[i]} attempts)"
     return outcomes
 
 

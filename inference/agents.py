@@ -1,10 +1,13 @@
 """The decomposition and sequencing agents (paper Algorithm 1, steps 10 and 12).
 
-Both work on batches (one backend call for the whole batch, then per-item retries for answers that
-cannot be parsed), keep the raw text next to the parse, and never raise for one bad item: a failure
-is returned as that item's `error`. Retries are per item with seed `seed + attempt`, so what an item
-gets does not depend on which other items share its batch (greedy first attempts are batch-independent
-too, up to floating-point differences of padding).
+Both work on batches (one backend call for the whole batch; the backend answers per request, so
+a failed request costs only its own item), keep the raw text next to the parse, and never raise for
+one bad item: a failure is returned as that item's `error`. Only failed items are asked again, up
+to `max_attempts` in all: a retryable backend error (rate limit, server error, timeout) repeats the
+same request, batched with the other failed items; an answer that cannot be parsed is retried
+alone with sampling seed `seed + attempt`, so what an item gets does not depend on which other items
+share its batch (greedy first attempts are batch-independent too, up to floating-point differences
+of padding).
 """
 
 from __future__ import annotations
@@ -15,34 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from inference.backends import ChatBackend, Conversation, Sampling
+from inference.backends import ChatBackend, ChatResult, Conversation, Sampling
 from inference.prompts import decomposition_prompt, sequencing_prompt, user_message
 from inference.protocol import Decomposition, EditPlan, parse_decomposition, parse_plan
 
 log = logging.getLogger(__name__)
-
-
-def chat_each(backend: ChatBackend, conversations: Sequence[Conversation], sampling: Sampling) -> list[Any]:
-    """One completion per conversation, or the exception for that conversation (never raises).
-
-    Tries the whole batch first; if the backend fails, falls back to one call per conversation so a
-    single bad item (oversized image, server error) cannot take its batch down with it.
-    """
-    if not conversations:
-        return []
-    try:
-        return [texts[0] for texts in backend.chat(conversations, sampling)]
-    except Exception as exc:  # noqa: BLE001 - per-item fallback below names the culprit
-        if len(conversations) == 1:
-            return [exc]
-        log.warning("batched chat failed (%s: %s); retrying item by item", type(exc).__name__, exc)
-    out: list[Any] = []
-    for conv in conversations:
-        try:
-            out.append(backend.chat([conv], sampling)[0][0])
-        except Exception as exc:  # noqa: BLE001
-            out.append(exc)
-    return out
 
 
 def _describe(exc: BaseException) -> str:
@@ -84,29 +64,58 @@ class _RetryingAgent(abc.ABC):
         """(usable parse or None, strict format ok)."""
 
     def _run(self, conversations: Sequence[Conversation], seeds: Sequence[int]) -> list[AgentResult]:
-        first = chat_each(self.backend, conversations, replace(self.sampling, n=1))
-        results: list[AgentResult] = []
-        for i, (conv, answer) in enumerate(zip(conversations, first, strict=True)):
-            attempt, raw, parsed, ok, error = 1, None, None, False, None
-            while True:
-                if isinstance(answer, BaseException):
-                    error = f"{self.name}: backend error: {_describe(answer)}"
-                else:
-                    raw = answer
-                    parsed, ok = self.parse(raw)
-                    error = None
-                if parsed is not None or attempt >= self.max_attempts:
-                    break
-                attempt += 1
-                temperature = self.sampling.temperature or self.retry_temperature
-                retry = replace(self.sampling, n=1, temperature=temperature, seed=seeds[i] + attempt)
-                answer = chat_each(self.backend, [conv], retry)[0]
-            if parsed is None and error is None:
-                error = (
-                    f"{self.name}: no parseable answer after {attempt} attempt(s); last answer: {raw[:200]!r}"
+        first = replace(self.sampling, n=1)
+        n = len(conversations)
+        attempts = [1] * n
+        raw: list[str | None] = [None] * n
+        parsed: list[Any] = [None] * n
+        ok = [False] * n
+        error: list[str | None] = [None] * n
+        final = [False] * n  # stop asking: parsed, out of attempts, or a non-retryable error
+
+        def take(i: int, result: ChatResult) -> None:
+            if not result.ok:
+                error[i] = f"{self.name}: backend error: {result.error}"
+                final[i] = not result.retryable or attempts[i] >= self.max_attempts
+                return
+            raw[i] = result.texts[0]
+            parsed[i], ok[i] = self.parse(raw[i])
+            error[i] = None
+            final[i] = parsed[i] is not None or attempts[i] >= self.max_attempts
+
+        for i, result in enumerate(self.backend.chat(conversations, first)):
+            take(i, result)
+        while not all(final):
+            todo = [i for i in range(n) if not final[i]]
+            for i in todo:
+                attempts[i] += 1
+            # Requests that never got an answer are sent again as they were, in one batch; after an
+            # unparseable answer an item samples alone with its own seed.
+            unanswered = [i for i in todo if raw[i] is None]
+            resent = self.backend.chat([conversations[i] for i in unanswered], first)
+            for i, result in zip(unanswered, resent, strict=True):
+                take(i, result)
+            for i in todo:
+                if raw[i] is not None and i not in unanswered:
+                    retry = self._retry_sampling(seeds[i], attempts[i])
+                    take(i, self.backend.chat([conversations[i]], retry)[0])
+        results = []
+        for i in range(n):
+            if parsed[i] is None and error[i] is None:
+                error[i] = (
+                    f"{self.name}: no parseable answer after {attempts[i]} attempt(s); "
+                    f"last answer: {raw[i][:200]!r}"
                 )
-            results.append(AgentResult(raw=raw, parsed=parsed, attempts=attempt, format_ok=ok, error=error))
+            results.append(
+                AgentResult(
+                    raw=raw[i], parsed=parsed[i], attempts=attempts[i], format_ok=ok[i], error=error[i]
+                )
+            )
         return results
+
+    def _retry_sampling(self, seed: int, attempt: int) -> Sampling:
+        temperature = self.sampling.temperature or self.retry_temperature
+        return replace(self.sampling, n=1, temperature=temperature, seed=seed + attempt)
 
 
 class DecompositionAgent(_RetryingAgent):

@@ -30,19 +30,99 @@ class Sampling:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ChatResult:
+    """What one conversation of a batch came to: its completions, or the error that prevented them.
+
+    `retryable` says whether asking again may help (a rate limit, a server error, a timeout, a
+    malformed answer) or not (a 400 for this request, an input the engine refuses).
+    """
+
+    texts: tuple[str, ...] = ()
+    error: str | None = None
+    retryable: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        """The first completion; raises `ChatError` when the request failed."""
+        if self.error is not None:
+            raise ChatError(self.error, retryable=self.retryable)
+        return self.texts[0]
+
+
+class ChatError(RuntimeError):
+    """A chat request failed for good (after the backend's own retries)."""
+
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+#: Exceptions that say the input itself is the problem: asking again gives the same answer.
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+
+def failed(exc: BaseException) -> ChatResult:
+    """The `ChatResult` of a request that raised `exc` (retryable unless the input is at fault)."""
+    retryable = getattr(exc, "retryable", not isinstance(exc, _INPUT_ERRORS))
+    return ChatResult(error=f"{type(exc).__name__}: {str(exc)[:500]}", retryable=bool(retryable))
+
+
 class ChatBackend(abc.ABC):
-    """Batched multimodal chat completion."""
+    """Batched multimodal chat completion with one result per request.
+
+    Callers use `chat`: one `ChatResult` per conversation, in input order, never raising for one
+    item's failure, so a caller keeps every good answer and retries only the failed items.
+    Engines implement `generate` (the whole batch, may raise); when it raises, `chat` asks item by
+    item so one bad item cannot fail its batch. Backends that see each request's fate on its own
+    (HTTP) override `chat` directly.
+    """
 
     #: Model identifier recorded in traces and cache keys.
     model_id: str = "unknown"
 
     @abc.abstractmethod
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
-        """Return `sampling.n` completions for each conversation, in input order."""
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+        """`sampling.n` completions for each conversation, in input order; raises if the batch fails."""
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
+        """One result per conversation (answer or error), in input order."""
+        if not conversations:
+            return []
+        try:
+            return self._checked(conversations, sampling)
+        except Exception as exc:  # noqa: BLE001 - the per-item calls below name the culprit
+            if len(conversations) == 1:
+                return [failed(exc)]
+        out = []
+        for conversation in conversations:
+            try:
+                out += self._checked([conversation], sampling)
+            except Exception as exc:  # noqa: BLE001
+                out.append(failed(exc))
+        return out
+
+    def _checked(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
+        answers = self.generate(conversations, sampling)
+        if len(answers) != len(conversations):
+            raise RuntimeError(
+                f"{type(self).__name__} returned {len(answers)} answers for {len(conversations)}"
+            )
+        out = []
+        for texts in answers:
+            if len(texts) < sampling.n:
+                out.append(ChatResult(error=f"got {len(texts)} completions, asked for n={sampling.n}"))
+            else:
+                out.append(ChatResult(texts=tuple(texts[: sampling.n])))
+        return out
 
     def chat_one(self, conversation: Conversation, sampling: Sampling = Sampling()) -> str:
-        """First completion of a single conversation."""
-        return self.chat([conversation], sampling)[0][0]
+        """First completion of a single conversation; raises `ChatError` if it failed."""
+        return self.chat([conversation], sampling)[0].text
 
 
 class MissingExtraError(ImportError):

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from inference.backends import ChatBackend, Conversation, Sampling
+from inference.backends import ChatBackend, ChatResult, Conversation, Sampling
 from inference.editors import Editor
 
 
@@ -30,10 +30,17 @@ class TimedBackend(ChatBackend):
     def __init__(self, inner: ChatBackend):
         self.inner, self.model_id, self.seconds = inner, inner.model_id, 0.0
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
         t0 = time.perf_counter()
         try:
             return self.inner.chat(conversations, sampling)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.generate(conversations, sampling)
         finally:
             self.seconds += time.perf_counter() - t0
 

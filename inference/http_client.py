@@ -1,6 +1,7 @@
 """HTTP with timeouts and bounded retries, shared by the OpenAI-compatible chat backend and the hosted
-image editors. Retries 429/5xx and transport errors with exponential backoff (honouring Retry-After);
-any other status fails at once with the server's message. API keys come from the environment and are
+image editors. Retries 408/429/5xx, timeouts, dropped connections and 200s whose body is not JSON
+with exponential backoff (honouring Retry-After); any other status fails at once with the server's
+message (`HTTPRequestError.retryable` is False then). Each retry is logged at DEBUG. API keys come from the environment and are
 never logged or put in error messages.
 """
 
@@ -20,8 +21,13 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-#: Statuses worth another try: rate limits, overloaded or restarting servers.
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: 4xx statuses worth another try (request timeout, rate limit); every 5xx but 501 is retried too.
+RETRY_STATUSES = frozenset({408, 429})
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a response status is worth another try: 408, 429, or a server error other than 501."""
+    return status in RETRY_STATUSES or (status >= 500 and status != 501)
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,11 @@ class RetryPolicy:
 class HTTPRequestError(RuntimeError):
     """A request failed for good (non-retryable status, or retries exhausted)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, retryable: bool = True):
         super().__init__(message)
         self.status = status
+        #: False for a refusal of this very request (4xx): asking again gets the same answer.
+        self.retryable = retryable
 
 
 def api_key_from_env(var: str | None) -> str | None:
@@ -67,7 +75,8 @@ def post(
     files: Any = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """POST and return the JSON body, retrying what `RETRY_STATUSES` and transport errors allow."""
+    """POST and return the JSON body, retrying retryable statuses, transport errors and bodies that are
+    not JSON; raises `HTTPRequestError` when the retries run out or the status is final."""
     last = ""
     for attempt in range(policy.max_retries + 1):
         retry_after = None
@@ -81,17 +90,16 @@ def post(
             if resp.status_code < 400:
                 try:
                     return resp.json()
-                except ValueError:
-                    raise HTTPRequestError(
-                        f"POST {url}: response is not JSON: {resp.text[:200]!r}", resp.status_code
-                    ) from None
-            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-            if resp.status_code not in RETRY_STATUSES:
-                raise HTTPRequestError(f"POST {url} failed: {last}", resp.status_code)
-            retry_after = resp.headers.get("retry-after")
+                except ValueError:  # a truncated or garbled body: the next try may be whole
+                    last = f"HTTP {resp.status_code} with a body that is not JSON: {resp.text[:200]!r}"
+            else:
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if not retryable_status(resp.status_code):
+                    raise HTTPRequestError(f"POST {url} failed: {last}", resp.status_code, retryable=False)
+                retry_after = resp.headers.get("retry-after")
         if attempt < policy.max_retries:
             wait = policy.delay(attempt + 1, retry_after)
-            log.warning("POST %s: %s; retry %d/%d in %.1fs", url, last, attempt + 1, policy.max_retries, wait)
+            log.debug("POST %s: %s; retry %d/%d in %.2fs", url, last, attempt + 1, policy.max_retries, wait)
             time.sleep(wait)
     raise HTTPRequestError(f"POST {url} failed after {policy.max_retries + 1} attempts: {last}")
 

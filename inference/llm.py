@@ -7,7 +7,8 @@ OpenAI-compatible HTTP (GPT-4o, Gemini's OpenAI endpoint, `vllm serve`). Build o
     backend = make_backend("openai", "gpt-4o")                                 # key from $OPENAI_API_KEY
     backend = make_backend("gemini", "gemini-2.5-flash")                       # key from $GEMINI_API_KEY
     backend = make_backend("openai", "served", base_url="http://127.0.0.1:8000/v1", api_key_env=None)
-    texts = backend.chat([conversation, ...], Sampling(temperature=0, max_new_tokens=256))
+    results = backend.chat([conversation, ...], Sampling(temperature=0, max_new_tokens=256))
+    texts = [r.texts if r.ok else r.error for r in results]  # one ChatResult per conversation
 
 Conversations are lists of HF/OpenAI content-parts messages with PIL images
 (`inference.prompts.user_message`); every backend converts them to what its engine wants.
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from inference.backends import ChatBackend, Conversation, Sampling, require
+from inference.backends import ChatBackend, ChatResult, Conversation, Sampling, failed, require
 from inference.http_client import RetryPolicy, api_key_from_env, data_url, post
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class TransformersBackend(ChatBackend):
         images = [im for c in conversations for im in images_of(c)]
         return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
         import torch
 
         results: list[list[str]] = []
@@ -182,7 +183,7 @@ class VLLMBackend(ChatBackend):
             **engine_kwargs,
         )
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
         params = self._sampling_params(**to_vllm_sampling(sampling))
         messages = [to_vllm_messages(c) for c in conversations]
         outputs = self.llm.chat(messages, params, use_tqdm=False)
@@ -200,8 +201,10 @@ def to_openai_messages(conversation: Conversation) -> list[dict[str, Any]]:
 class OpenAIBackend(ChatBackend):
     """Any OpenAI-compatible chat-completions server, called from a bounded thread pool.
 
-    Timeouts and retries (429/5xx/transport errors, exponential backoff) follow `policy`; the API key
-    is read from the environment variable `api_key_env` (None: no Authorization header).
+    Every conversation is its own request with its own fate: `chat` returns one `ChatResult` per
+    request, so a failure costs only its own item. Timeouts and retries (408/429/5xx, malformed
+    200s, dropped connections; exponential backoff, Retry-After) follow `policy`; the API key is
+    read from the environment variable `api_key_env` (None: no Authorization header).
     """
 
     def __init__(
@@ -252,9 +255,22 @@ class OpenAIBackend(ChatBackend):
             raise RuntimeError(f"{self.url} returned {len(texts)} choices, asked for n={sampling.n}")
         return texts[: sampling.n]
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(lambda c: self._one(c, sampling), conversations))
+    def _result(self, conversation: Conversation, sampling: Sampling) -> ChatResult:
+        try:
+            return ChatResult(texts=tuple(self._one(conversation, sampling)))
+        except Exception as exc:  # noqa: BLE001 - this request's failure, recorded as its result
+            return failed(exc)
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
+        if len(conversations) <= 1:
+            return [self._result(c, sampling) for c in conversations]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations))) as pool:
+            return list(pool.map(lambda c: self._result(c, sampling), conversations))
+
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+        """All completions, raising the first failure (prefer `chat`, which keeps the good answers)."""
+        results = self.chat(conversations, sampling)
+        return [list(r.texts) if r.ok else [r.text] for r in results]
 
     def close(self) -> None:
         self._client.close()

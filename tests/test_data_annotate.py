@@ -49,7 +49,7 @@ class ScriptedTeacher(ChatBackend):
         self.max_in_flight = 0
         self.lock = threading.Lock()
 
-    def chat(self, conversations, sampling):
+    def generate(self, conversations, sampling):
         with self.lock:
             self.calls += 1
             self.in_flight += 1

@@ -31,7 +31,7 @@ class CountingBackend(ChatBackend):
         self.peak = 0
         self.lock = threading.Lock()
 
-    def chat(self, conversations, sampling):
+    def generate(self, conversations, sampling):
         with self.lock:
             self.asked += len(conversations)
             self.active += 1

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from data_prep.synthetic import apply_instruction, generate_items
-from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer, chat_each, template_steps
+from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer, template_steps
 from inference.backends import ChatBackend, Conversation, Sampling
 from inference.protocol import ACTION_VOCABULARY, Decomposition, EditPlan, render_decomposition, render_plan
 
@@ -26,7 +26,7 @@ class ScriptedBackend(ChatBackend):
         self.answer = answer
         self.calls: list[tuple[list[str], Sampling]] = []
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
         texts = [c[-1]["content"][-1]["text"] for c in conversations]
         self.calls.append((texts, sampling))
         return [[self.answer(t, sampling, len(self.calls))] * sampling.n for t in texts]
@@ -74,10 +74,10 @@ def test_lenient_parse_is_accepted_but_format_flag_is_false():
 
 def test_a_failing_item_does_not_take_its_batch_down():
     class Flaky(ScriptedBackend):
-        def chat(self, conversations, sampling):
+        def generate(self, conversations, sampling):
             if any("poison" in c[-1]["content"][-1]["text"] for c in conversations):
                 raise RuntimeError("server said no")
-            return super().chat(conversations, sampling)
+            return super().generate(conversations, sampling)
 
     backend = Flaky(lambda *a: GOOD)
     results = DecompositionAgent(backend, max_attempts=2).decompose(
@@ -87,14 +87,35 @@ def test_a_failing_item_does_not_take_its_batch_down():
     assert "backend error: RuntimeError: server said no" in results[1].error
 
 
-def test_chat_each_returns_exceptions_in_place():
-    def boom(conversations, sampling):
-        raise TimeoutError("slow")
+def test_only_failed_items_are_asked_again_and_non_retryable_errors_stop():
+    from inference.backends import ChatResult
 
-    backend = ScriptedBackend(lambda *a: "x")
-    backend.chat = boom
-    out = chat_each(backend, [[{"role": "user", "content": "a"}]], Sampling())
-    assert isinstance(out[0], TimeoutError)
+    class Flaky(ScriptedBackend):
+        """'busy' fails once (retryable), 'refused' always fails for good."""
+
+        def chat(self, conversations, sampling):
+            texts = [c[-1]["content"][-1]["text"] for c in conversations]
+            self.calls.append((texts, sampling))
+            out = []
+            for t in texts:
+                busy = "busy" in t and sum("busy" in x for c, _ in self.calls for x in c) == 1
+                if busy:
+                    out.append(ChatResult(error="HTTP 503: overloaded"))
+                elif "refused" in t:
+                    out.append(ChatResult(error="HTTP 400: bad image", retryable=False))
+                else:
+                    out.append(ChatResult(texts=(GOOD,)))
+            return out
+
+    backend = Flaky(lambda *a: GOOD)
+    results = DecompositionAgent(backend, max_attempts=3).decompose(
+        _images(3), ["a", "busy", "refused"], [0, 1, 2]
+    )
+    assert [r.error is None for r in results] == [True, True, False]
+    assert [r.attempts for r in results] == [1, 2, 1]
+    assert "HTTP 400: bad image" in results[2].error
+    assert len(backend.calls) == 2 and len(backend.calls[1][0]) == 1  # only 'busy' was re-sent
+    assert "busy" in backend.calls[1][0][0] and backend.calls[1][1].temperature == 0.0  # as it was
 
 
 def test_vlm_sequencer_parses_steps_and_retries():

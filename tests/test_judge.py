@@ -31,7 +31,7 @@ class ScriptedBackend(ChatBackend):
         self.answers = list(answers)
         self.calls: list[tuple[list, Sampling]] = []
 
-    def chat(self, conversations, sampling):
+    def generate(self, conversations, sampling):
         self.calls.append((list(conversations), sampling))
         out = []
         for _ in conversations:
@@ -84,7 +84,7 @@ def test_exhausted_retries_are_a_failure_never_a_zero(images):
     )
     judgement = RubricJudge(backend, retries=2).judge("x", *images)
     assert not judgement.ok and judgement.scores is None
-    assert "backend error (RuntimeError): 503" in judgement.error and "after 3 attempts" in judgement.error
+    assert "backend error: RuntimeError: 503" in judgement.error and "after 3 attempts" in judgement.error
     fields = judgement.score_fields()
     assert fields["total"] is None and fields["fulfillment"] is None and fields["error"]
 

@@ -12,8 +12,8 @@ import time
 import pytest
 from PIL import Image
 
-from inference.backends import MissingExtraError, Sampling
-from inference.http_client import HTTPRequestError, RetryPolicy
+from inference.backends import ChatBackend, ChatError, MissingExtraError, Sampling
+from inference.http_client import RetryPolicy, retryable_status
 from inference.llm import (
     OpenAIBackend,
     generate_kwargs,
@@ -53,24 +53,32 @@ def test_generate_kwargs_greedy_and_sampled():
 def test_transformers_batched_equals_one_by_one_greedy(hf_backend):
     convs = [_conv("make it red", (64, 48)), _conv("remove the big blue circle please", (80, 64), "blue")]
     sampling = Sampling(temperature=0.0, max_new_tokens=12)
-    batched = hf_backend.chat(convs, sampling)
-    single = [hf_backend.chat([c], sampling)[0] for c in convs]
+    batched = hf_backend.generate(convs, sampling)
+    single = [hf_backend.generate([c], sampling)[0] for c in convs]
     assert batched == single
     assert all(len(texts) == 1 for texts in batched)
+
+
+def test_transformers_chat_returns_one_result_per_item_and_isolates_a_bad_one(hf_backend):
+    strip = user_message(decomposition_prompt("x"), [Image.new("RGB", (4000, 8))])  # processor refuses it
+    results = hf_backend.chat([_conv("a"), strip, _conv("b")], Sampling(max_new_tokens=4))
+    assert [r.ok for r in results] == [True, False, True]
+    assert "aspect ratio" in results[1].error and results[1].retryable is False
+    assert results[0].texts == tuple(hf_backend.generate([_conv("a")], Sampling(max_new_tokens=4))[0])
 
 
 def test_transformers_sampling_is_seeded_and_returns_n(hf_backend):
     convs = [_conv("a"), _conv("b", (56, 56))]
     s = Sampling(temperature=1.0, max_new_tokens=10, n=3, seed=7)
-    first, again = hf_backend.chat(convs, s), hf_backend.chat(convs, s)
+    first, again = hf_backend.generate(convs, s), hf_backend.generate(convs, s)
     assert first == again
     assert [len(t) for t in first] == [3, 3]
-    other = hf_backend.chat(convs, Sampling(temperature=1.0, max_new_tokens=10, n=3, seed=8))
+    other = hf_backend.generate(convs, Sampling(temperature=1.0, max_new_tokens=10, n=3, seed=8))
     assert other != first
 
 
 def test_transformers_greedy_n_repeats(hf_backend):
-    texts = hf_backend.chat([_conv()], Sampling(temperature=0.0, max_new_tokens=5, n=2))[0]
+    texts = hf_backend.generate([_conv()], Sampling(temperature=0.0, max_new_tokens=5, n=2))[0]
     assert len(texts) == 2 and texts[0] == texts[1]
 
 
@@ -79,7 +87,7 @@ def test_transformers_suppresses_vision_tokens(hf_backend):
 
     vocab = hf_backend.processor.tokenizer.get_vocab()
     assert sorted(hf_backend.suppress_ids) == sorted(vocab[t] for t in VISION_TOKENS)
-    texts = hf_backend.chat([_conv()], Sampling(temperature=1.5, max_new_tokens=40, n=4, seed=1))[0]
+    texts = hf_backend.generate([_conv()], Sampling(temperature=1.5, max_new_tokens=40, n=4, seed=1))[0]
     assert not any(t in x for x in texts for t in VISION_TOKENS)
 
 
@@ -176,7 +184,7 @@ def test_openai_backend_speaks_chat_completions(monkeypatch):
         )
         convs = [user_message(f"q{i}", [Image.new("RGB", (8, 8))]) for i in range(5)]
         out = backend.chat(convs, Sampling(temperature=0.3, top_p=0.9, max_new_tokens=17, n=2, seed=11))
-    assert out == [[f"q{i}#0", f"q{i}#1"] for i in range(5)]
+    assert [r.texts for r in out] == [(f"q{i}#0", f"q{i}#1") for i in range(5)]
     req = server.requests[0]
     assert req["path"] == "/v1/chat/completions"
     assert req["headers"]["authorization"] == "Bearer sk-secret-123"
@@ -194,7 +202,7 @@ def test_openai_backend_bounds_concurrency():
     with LocalServer(respond) as server:
         backend = OpenAIBackend("m", base_url=server.url, api_key_env=None, max_concurrency=3, policy=FAST)
         out = backend.chat([user_message(str(i)) for i in range(9)], Sampling())
-    assert out == [["ok"]] * 9
+    assert [r.texts for r in out] == [("ok",)] * 9
     assert 2 <= server.max_active <= 3
     assert "authorization" not in server.requests[0]["headers"]
 
@@ -231,15 +239,65 @@ def test_openai_backend_fails_fast_on_4xx_without_leaking_the_key(monkeypatch):
 
     with LocalServer(respond) as server:
         backend = OpenAIBackend("m", base_url=server.url, api_key_env="TEST_LLM_KEY", policy=FAST)
-        with pytest.raises(HTTPRequestError, match="HTTP 400.*bad model name") as info:
+        with pytest.raises(ChatError, match="HTTP 400.*bad model name") as info:
             backend.chat_one(user_message("x"))
-    assert len(server.requests) == 1
+    assert len(server.requests) == 1 and info.value.retryable is False
     assert "sk-never-print-me" not in str(info.value)
 
 
 def test_openai_backend_gives_up_after_bounded_retries():
     with LocalServer(lambda req: (500, {}, "boom")) as server:
         backend = OpenAIBackend("m", base_url=server.url, api_key_env=None, policy=FAST)
-        with pytest.raises(HTTPRequestError, match="after 4 attempts: HTTP 500"):
+        with pytest.raises(ChatError, match="after 4 attempts: HTTP 500") as info:
             backend.chat_one(user_message("x"))
-    assert len(server.requests) == 4
+    assert len(server.requests) == 4 and info.value.retryable is True
+
+
+def test_retryable_statuses():
+    assert [s for s in (400, 401, 403, 404, 408, 409, 422, 425, 429) if retryable_status(s)] == [408, 429]
+    assert all(retryable_status(s) for s in (500, 502, 503, 504, 529)) and not retryable_status(501)
+
+
+def test_openai_backend_keeps_every_good_answer_of_a_batch():
+    """One request of a batch refused for good, one malformed once: the rest are answered once each."""
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def respond(req):
+        text = json.loads(req["body"])["messages"][0]["content"][-1]["text"]
+        with lock:
+            seen[text] = seen.get(text, 0) + 1
+            count = seen[text]
+        if text == "bad":
+            return 400, {}, {"error": {"message": "no"}}
+        if text == "garbled" and count == 1:
+            return 200, {"Content-Type": "application/json"}, b'{"choices": [{"mess'
+        return 200, {}, _completion([text.upper()])
+
+    with LocalServer(respond) as server:
+        backend = OpenAIBackend("m", base_url=server.url, api_key_env=None, policy=FAST)
+        results = backend.chat([user_message(t) for t in ("a", "bad", "garbled", "b")], Sampling())
+    assert [r.texts for r in results] == [("A",), (), ("GARBLED",), ("B",)]
+    assert not results[1].ok and results[1].retryable is False and "HTTP 400" in results[1].error
+    assert seen == {"a": 1, "bad": 1, "garbled": 2, "b": 1}
+
+
+def test_a_failing_engine_batch_falls_back_to_per_item_results():
+    class Engine(ChatBackend):
+        def __init__(self):
+            self.batches = []
+
+        def generate(self, conversations, sampling):
+            texts = [c[0]["content"][-1]["text"] for c in conversations]
+            self.batches.append(texts)
+            if "poison" in texts:
+                raise ValueError("cannot take poison")
+            return [[t] * sampling.n for t in texts]
+
+    engine = Engine()
+    results = engine.chat([user_message(t) for t in ("a", "poison", "c")], Sampling(n=2))
+    assert [r.texts for r in results] == [("a", "a"), (), ("c", "c")]
+    assert "ValueError: cannot take poison" in results[1].error and not results[1].retryable
+    assert engine.batches == [["a", "poison", "c"], ["a"], ["poison"], ["c"]]
+    with pytest.raises(ChatError, match="poison"):
+        engine.chat_one(user_message("poison"))

@@ -1,0 +1,208 @@
+"""A fault-injecting OpenAI-compatible chat server on 127.0.0.1, for tests and the fault benchmark.
+
+Real HTTP (stdlib `http.server` in a thread), so the clients' whole stack is exercised: each request
+draws one outcome from `rates` (fixed by seed, item and how often the item was asked): an injected fault, or the good answer `answer(payload)`.
+
+Faults: ``500`` (server error), ``429`` (rate limit with ``Retry-After``), ``slow`` (the answer comes
+after `slow_s`, meant to exceed the client's timeout; never counted as answered), ``malformed`` (200
+whose body is broken JSON), ``dropped`` (the connection closes without a response).
+
+The server keeps per-item books (`item_key(payload)` names the item): requests, faults by kind, good
+answers sent, and requests that arrived for an item already answered (a client that re-asks what it
+was already told). It is bounded: after `max_requests` requests, or `max_seconds` after start, it
+answers 503 to everything and says so in `exhausted`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULTS: tuple[str, ...] = ("500", "429", "slow", "malformed", "dropped")
+#: The issue's two fault mixes: a bad day, and a very bad one.
+MILD_RATES: dict[str, float] = {"500": 0.10, "429": 0.05, "slow": 0.05, "malformed": 0.05, "dropped": 0.05}
+HARSH_RATES: dict[str, float] = {"500": 0.30, "malformed": 0.30}
+
+
+def text_of(payload: Mapping[str, Any]) -> str:
+    """All text parts of a chat-completions request, joined (what tells the items apart)."""
+    texts = []
+    for message in payload.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    return "\n".join(texts)
+
+
+def default_item_key(payload: Mapping[str, Any]) -> str:
+    """The item of a request: a digest of its text parts."""
+    return hashlib.sha256(text_of(payload).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ItemBooks:
+    """What the server saw and did for one item."""
+
+    requests: int = 0
+    answered: int = 0
+    faults: Counter = field(default_factory=Counter)
+    after_answer: int = 0
+
+
+class FaultyChatServer:
+    """`POST <url>/chat/completions` with injected faults; use as a context manager, `url` ends in /v1."""
+
+    def __init__(
+        self,
+        answer: Callable[[dict[str, Any]], str],
+        rates: Mapping[str, float],
+        seed: int = 0,
+        item_key: Callable[[dict[str, Any]], str] = default_item_key,
+        retry_after: str = "0",
+        slow_s: float = 1.0,
+        max_requests: int = 2000,
+        max_seconds: float = 120.0,
+    ):
+        unknown = set(rates) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {FAULTS}")
+        if sum(rates.values()) > 1.0 + 1e-9 or any(r < 0 for r in rates.values()):
+            raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {dict(rates)}")
+        self.answer, self.rates, self.item_key = answer, dict(rates), item_key
+        self.retry_after, self.slow_s = retry_after, slow_s
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.items: dict[str, ItemBooks] = {}
+        self.total = 0
+        self.exhausted = False
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                server._handle(self, body)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    # ------------------------------------------------------------------ books
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        """Totals: requests, good answers, faults by kind, re-asks of answered items, budget state."""
+        with self._lock:
+            faults: Counter = Counter()
+            for books in self.items.values():
+                faults.update(books.faults)
+            return {
+                "requests": self.total,
+                "items_asked": len(self.items),
+                "answers_sent": sum(b.answered for b in self.items.values()),
+                "faults": dict(sorted(faults.items())),
+                "requests_after_answer": sum(b.after_answer for b in self.items.values()),
+                "exhausted": self.exhausted,
+            }
+
+    def _draw(self, key: str, count: int) -> str:
+        """The outcome of the `count`-th request for item `key`: fixed by (seed, item, count), so the
+        faults an item meets do not depend on how the client's threads interleave."""
+        r, edge = random.Random(f"{self.seed}/{key}/{count}").random(), 0.0
+        for kind in FAULTS:
+            edge += self.rates.get(kind, 0.0)
+            if r < edge:
+                return kind
+        return "ok"
+
+    # ------------------------------------------------------------------ requests
+
+    def _handle(self, handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return self._send(handler, 400, {"error": {"message": "request body is not JSON"}})
+        key = self.item_key(payload)
+        if not handler.path.rstrip("/").endswith("/chat/completions"):
+            with self._lock:
+                self.total += 1
+            return self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
+        with self._lock:
+            self.total += 1
+            over = self.total > self.max_requests or time.monotonic() - self._started > self.max_seconds
+            self.exhausted = self.exhausted or over
+            books = self.items.setdefault(key, ItemBooks())
+            books.requests += 1
+            books.after_answer += books.answered > 0
+            kind = "budget" if over else self._draw(key, books.requests)
+            if kind != "ok":
+                books.faults[kind] += 1
+        if kind == "budget":
+            return self._send(handler, 503, {"error": {"message": "fault server: request budget spent"}})
+        if kind == "500":
+            return self._send(handler, 500, {"error": {"message": "injected server error"}})
+        if kind == "429":
+            return self._send(handler, 429, {"error": {"message": "injected rate limit"}}, self.retry_after)
+        if kind == "dropped":
+            handler.close_connection = True
+            return None
+        if kind == "malformed":
+            return self._send(handler, 200, b'{"id": "x", "choices": [{"index": 0, "message": {"con')
+        text = self.answer(payload)
+        if kind == "slow":
+            self._stop.wait(self.slow_s)  # past the client's timeout: the answer arrives too late
+        else:
+            with self._lock:
+                books.answered += 1
+        n = int(payload.get("n") or 1)
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            for i in range(n)
+        ]
+        return self._send(handler, 200, {"object": "chat.completion", "choices": choices})
+
+    @staticmethod
+    def _send(handler, status: int, body: Any, retry_after: str | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            if retry_after is not None:
+                handler.send_header("Retry-After", retry_after)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+            pass
+
+    def __enter__(self) -> FaultyChatServer:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
