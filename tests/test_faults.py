@@ -60,7 +60,7 @@ def test_mild_faults_with_timeouts_and_drops_decomposition_keeps_every_answer():
     server = FaultyChatServer(
         lambda payload: answer,
         MILD_RATES,
-        seed=3,
+        seed=0,
         item_key=item_of,
         slow_s=0.6,
         max_requests=400,
