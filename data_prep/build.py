@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -33,11 +34,19 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep.atomic import atomic_open, write_json
-from data_prep.images import DEFAULT_MAX_PIXELS, BadImage, load_image
 from data_prep.readers import PRESETS, ColumnMap, open_source
 from data_prep.records import IMAGES_DIR, Record, read_records, write_records
 from data_prep.report import Report
+from inference.fileio import (
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    atomic_open,
+    load_image,
+    remove_stale_temps,
+    save_png,
+    write_json,
+)
+from inference.outcome import add_outcome_flags, quiet_http_logs, run_cli, verdict
 from inference.protocol import Decomposition
 
 PARTS_DIR = "parts"
@@ -71,12 +80,6 @@ class RowResult:
 
 def safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text)[:80].strip("_") or "row"
-
-
-def _save_png(image, path: Path) -> None:
-    from data_prep.synthetic import save_png  # atomic PNG writer, keeps string info as text chunks
-
-    save_png(image, path)
 
 
 def normalise_row(job: RowJob) -> RowResult:
@@ -113,7 +116,7 @@ def _normalise_row(job: RowJob) -> RowResult:
         return RowResult(job.index, None, skip_reason=exc.reason, detail=str(exc), row_id=row_id)
     notes += image_notes
     image_rel = f"{IMAGES_DIR}/{stem}.png"
-    _save_png(image, out / image_rel)
+    save_png(image, out / image_rel)
     references: list[str] = []
     for column in cols.references:
         values = row.get(column)
@@ -128,7 +131,7 @@ def _normalise_row(job: RowJob) -> RowResult:
                 notes.append(f"reference_dropped_{exc.reason}")
                 continue
             rel = f"{IMAGES_DIR}/{stem}.ref{len(references)}.png"
-            _save_png(ref, out / rel)
+            save_png(ref, out / rel)
             references.append(rel)
     decomposition = None
     if cols.decomposition and row.get(cols.decomposition) not in (None, ""):
@@ -205,6 +208,7 @@ def build_eval_set(
     table = open_source(input_path, split=split, image_dir=image_dir)
     table.check_columns(columns.required())
     out = Path(out_dir)
+    remove_stale_temps(out)  # half-written files of a killed run (outputs are atomic: never half)
     parts = out / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
     ranks = sample_ranks(len(table), sample, seed)
@@ -345,10 +349,15 @@ def build_rl_data(
     max_side: int | None = None,
     shard_rows: int | None = None,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> Report:
-    """verl RL + SFT + EasyR1 parquet (train/val) from the records that carry a decomposition."""
+    """verl RL + SFT + EasyR1 parquet (train/val) from the records that carry a decomposition.
+    `max_pixels`: the recipe's image budget (data_prep/budget.py; None keeps the sizes); rows whose
+    image still exceeds it are counted as `over_image_budget` in the report."""
+    from data_prep import budget
     from data_prep.writers import TrainingExample, png_bytes, write_training_sets
 
+    remove_stale_temps(out_dir)
     report = Report()
 
     def examples(split: str) -> Iterator[TrainingExample]:
@@ -368,6 +377,13 @@ def build_rl_data(
                 continue
             for note in notes:
                 report.note(note)
+            if max_pixels:
+                image = budget.fit_image(image, max_pixels)
+            if (
+                budget.image_tokens(image.height, image.width, max_pixels)
+                > (max_pixels or budget.PAPER_MAX_PIXELS) // (budget.PATCH_SIZE * budget.MERGE_SIZE) ** 2
+            ):
+                report.note("over_image_budget")
             report.kept += 1
             yield TrainingExample(
                 record.id,
@@ -444,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--cache", default="outputs/cache/teacher")
     an.add_argument("--concurrency", type=int, default=4)
     an.add_argument("--retries", type=int, default=2, help="retries of invalid answers")
+    an.add_argument("--no-progress", action="store_true")
 
     rl = sub.add_parser("rl", help="records with decompositions -> verl RL/SFT + EasyR1 parquet")
     rl.add_argument("--records", required=True)
@@ -451,10 +468,28 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--val-fraction", type=float, default=0.05)
     rl.add_argument("--seed", type=int, default=0)
     rl.add_argument("--max-side", type=int, default=None, help="downscale larger images to this side")
+    rl.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="resize images to the recipe's image budget (default: the paper recipe's image_budget.max_pixels, "
+        "so prompts fit max_prompt_length 2048; 0 keeps the sizes; see data_prep/budget.py)",
+    )
     rl.add_argument("--shard-rows", type=int, default=None, help="rows per parquet shard (default: one file)")
     rl.add_argument("--no-progress", action="store_true")
 
+    for command in (ev, at, an, rl):
+        add_outcome_flags(command)
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    quiet_http_logs(args.debug)
+    return run_cli(f"data_prep {args.command}", lambda: _run(args), args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """One subcommand; returns the exit code (`inference.outcome.verdict` of its report)."""
     if args.command == "eval":
         columns = None
         if args.preset or args.columns:
@@ -496,7 +531,16 @@ def main(argv: list[str] | None = None) -> int:
         backend = make_backend(args.backend, args.model, **kwargs)
         annotator = TeacherAnnotator(backend, args.cache, args.concurrency, invalid_retries=args.retries)
         report = Report()
-        write_annotations(args.out, annotator.annotate(read_records(args.records), report), args.model)
+        total = sum(1 for _ in read_records(args.records))
+        annotations = tqdm(
+            annotator.annotate(read_records(args.records), report),
+            total=total,
+            desc="annotate",
+            unit="record",
+            disable=args.no_progress,
+            mininterval=1,
+        )
+        write_annotations(args.out, annotations, args.model)
         report.write(Path(args.out).with_suffix(".report.json"))
     else:
         from data_prep.writers import verl_image_support_problem
@@ -511,9 +555,22 @@ def main(argv: list[str] | None = None) -> int:
             args.max_side,
             shard_rows=args.shard_rows,
             progress=not args.no_progress,
+            max_pixels=_rl_max_pixels(args.max_pixels),
         )
     print(report.summary(), file=sys.stderr)
-    return 0
+    reasons = dict(report.skipped)
+    seen, kept = report.kept + report.n_skipped, report.kept  # unused sampling spares are not losses
+    if args.command == "attach" and not report.normalised["ground_truth_attached"]:
+        kept = 0  # valid lines, but no record of the folder got one (ids do not match?)
+        reasons = {"no_record_matched": report.kept, **reasons}
+    return verdict(f"data_prep {args.command}", seen, kept, reasons, args.max_loss)
+
+
+def _rl_max_pixels(given: int | None) -> int | None:
+    """--max-pixels: None -> the paper recipe's budget, 0 -> keep the image sizes."""
+    from data_prep.budget import PAPER_MAX_PIXELS
+
+    return PAPER_MAX_PIXELS if given is None else (given or None)
 
 
 def clean_parts(out_dir: str | os.PathLike) -> None:

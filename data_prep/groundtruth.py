@@ -27,10 +27,10 @@ from typing import Any
 
 from PIL import Image
 
-from data_prep.atomic import atomic_open
 from data_prep.records import Record
 from data_prep.report import Report
 from inference.backends import ChatBackend, Sampling
+from inference.fileio import atomic_open, write_jsonl
 from inference.prompts import decomposition_prompt, user_message
 from inference.protocol import Decomposition, parse_decomposition
 
@@ -283,12 +283,11 @@ def _done(value: Any) -> Future:
 
 def write_annotations(path: str | os.PathLike, annotations: Iterable[Annotation], model: str) -> int:
     """The importer's JSONL (`read_ground_truth` reads it back): accepted annotations only."""
-    n = 0
-    with atomic_open(path) as fh:
-        for a in annotations:
-            if a.decomposition is None:
-                continue
-            line = {"id": a.id, "decomposition": a.decomposition.to_ground_truth(), "model": model}
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+    return write_jsonl(
+        path,
+        (
+            {"id": a.id, "decomposition": a.decomposition.to_ground_truth(), "model": model}
+            for a in annotations
+            if a.decomposition is not None
+        ),
+    )

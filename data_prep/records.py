@@ -14,7 +14,6 @@ For synthetic items ``references[0]`` is the exact target image.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_prep.atomic import atomic_open
+from inference.fileio import load_rgb, read_jsonl_lines, write_jsonl
 from inference.protocol import Decomposition, EditPlan
 
 RECORDS_FILE = "records.jsonl"
@@ -42,11 +41,11 @@ class Record:
     plan: EditPlan | None = None
 
     def load_image(self) -> Image.Image:
-        """The input image as PIL RGB (fully loaded, file closed)."""
-        return _load_rgb(self.image)
+        """The input image as PIL RGB through the one loader (`inference.fileio.load_image`)."""
+        return load_rgb(self.image)
 
     def load_references(self) -> list[Image.Image]:
-        return [_load_rgb(p) for p in self.references]
+        return [load_rgb(p, check=False) for p in self.references]
 
     def to_json(self, folder: str | os.PathLike | None = None) -> dict:
         """The JSON object of `records.jsonl`; paths are made relative to `folder` when inside it."""
@@ -86,12 +85,6 @@ class Record:
         )
 
 
-def _load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        im.load()
-        return im if im.mode == "RGB" else im.convert("RGB")
-
-
 def _relative(path: Path, folder: str | os.PathLike | None) -> str:
     if folder is None or not path.is_absolute():
         return path.as_posix()
@@ -112,15 +105,11 @@ def read_records(folder: str | os.PathLike) -> Iterator[Record]:
     path = records_path(folder)
     if not path.is_file():
         raise FileNotFoundError(f"no {RECORDS_FILE} in {folder}")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                yield Record.from_json(obj, path.parent)
-            except (ValueError, AttributeError) as exc:
-                raise ValueError(f"{path}:{lineno}: {exc}") from None
+    for lineno, obj in read_jsonl_lines(path):
+        try:
+            yield Record.from_json(obj, path.parent)
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
 
 
 def write_records(folder: str | os.PathLike, records: Iterable[Record]) -> Path:
@@ -128,7 +117,5 @@ def write_records(folder: str | os.PathLike, records: Iterable[Record]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RECORDS_FILE
-    with atomic_open(path, "w") as fh:
-        for record in records:
-            fh.write(json.dumps(record.to_json(folder), ensure_ascii=False) + "\n")
+    write_jsonl(path, (record.to_json(folder) for record in records))
     return path

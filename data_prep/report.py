@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.atomic import write_json
+from inference.fileio import write_json
 
 EXAMPLES_PER_REASON = 5
 

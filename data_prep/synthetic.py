@@ -27,9 +27,8 @@ from functools import cached_property
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
-from PIL.PngImagePlugin import PngInfo
 
-from data_prep.atomic import atomic_path
+from inference.fileio import save_png
 from inference.protocol import Decomposition, EditPlan, render_decomposition, render_plan
 
 #: Key of the scene JSON in `image.info` and in the PNG text chunks.
@@ -214,18 +213,6 @@ def scene_of(image: Image.Image) -> Scene | None:
         return Scene.from_json(text)
     except ValueError:
         return None
-
-
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write a PNG with `image.info`'s string entries as text chunks, atomically (temp + os.replace)."""
-    path = Path(path)
-    meta = PngInfo()
-    for key, value in image.info.items():
-        if isinstance(key, str) and isinstance(value, str):
-            meta.add_text(key, value)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", pnginfo=meta)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,9 +687,9 @@ def write_dataset(
     and `manifest.json`. Streamed and atomic."""
     from tqdm import tqdm
 
-    from data_prep.atomic import atomic_open, write_json
     from data_prep.records import write_records
     from data_prep.writers import write_training_sets
+    from inference.fileio import atomic_open, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

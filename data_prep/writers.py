@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from data_prep.atomic import temp_path_near
+from inference.fileio import temp_path_near
 from inference.prompts import IMAGE_PLACEHOLDER, decomposition_prompt
 from inference.protocol import Decomposition, EditPlan, render_decomposition
 

@@ -23,8 +23,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from eval.judge import JudgeItem, Judgement, RubricJudge
-from eval.scores import failed_fields, write_scores, write_text_atomic
+from eval.scores import failed_fields, write_scores
 from eval.verifier import PrincipleVerifier, Verification, VerifyItem, principles_for
+from inference.fileio import load_rgb, write_text
 
 log = logging.getLogger(__name__)
 Scorer = RubricJudge | PrincipleVerifier
@@ -68,7 +69,7 @@ class JudgeCache:
             return None
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
-        write_text_atomic(self._path(key), json.dumps(value, ensure_ascii=False))
+        write_text(self._path(key), json.dumps(value, ensure_ascii=False))
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("*/*.json"))
@@ -86,7 +87,7 @@ class _Pending:
     principles: tuple[str, ...] | None = None
 
     def item(self) -> JudgeItem | VerifyItem:
-        original, edited = _load_rgb(self.original_path), _load_rgb(self.edited_path)
+        original, edited = _load_judged(self.original_path), _load_judged(self.edited_path)
         if self.principles is None:
             return JudgeItem(self.request, original, edited)
         return VerifyItem(self.request, original, edited, self.principles)
@@ -101,9 +102,10 @@ def _read_traces(run_folder: Path) -> list[dict[str, Any]]:
     return traces
 
 
-def _load_rgb(path: str | os.PathLike) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+def _load_judged(path: str | os.PathLike) -> Image.Image:
+    """An image to judge, through the one loader; no fitness check: the pipeline's input passed it,
+    and an editor's output is judged as it came."""
+    return load_rgb(path, check=False)
 
 
 def _result_fields(result: Judgement | Verification) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def judge_run(
             rows[index] = labels | failed_fields(f"no edited image (pipeline error: {trace.get('error')})")
             continue
         try:
-            original, edited = _load_rgb(trace["input_image"]), _load_rgb(trace["output_image"])
+            original, edited = _load_judged(trace["input_image"]), _load_judged(trace["output_image"])
         except (OSError, KeyError) as exc:
             rows[index] = labels | failed_fields(f"cannot load images: {type(exc).__name__}: {exc}")
             continue

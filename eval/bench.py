@@ -96,9 +96,9 @@ def main() -> None:
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value:>12.3f}")
-    from eval.scores import write_text_atomic
+    from inference.fileio import write_text
 
-    out = write_text_atomic(Path("outputs/bench/eval.json"), json.dumps(results, indent=2) + "\n")
+    out = write_text(Path("outputs/bench/eval.json"), json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 
 

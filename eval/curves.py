@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,17 +107,12 @@ def _moving_average(values: list[float], window: int) -> list[float]:
 
 
 def save_figure_atomic(fig: Any, out_png: str | os.PathLike) -> Path:
-    """Save a matplotlib figure to a temp file in the target folder, then os.replace it."""
+    """Save a matplotlib figure as PNG atomically (`inference.fileio.atomic_path`)."""
+    from inference.fileio import atomic_path
+
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eval.scores import write_text_atomic
+from inference.fileio import write_text
 
 #: PSNR of identical images is infinite; it is reported as this many dB (JSON has no infinity).
 PSNR_CAP_DB = 100.0
@@ -130,15 +130,10 @@ def trace_decomposition_scores(
 
 
 def _open_with_info(path: str | os.PathLike) -> Image.Image:
-    """Open and fully load an image, keeping PNG text chunks in `.info` (scene_of needs them)."""
-    with Image.open(path) as im:
-        im.load()
-        return im.copy() if im.mode == "RGB" else _keep_info(im, im.convert("RGB"))
+    """An image through the one loader, PNG text chunks kept in `.info` (scene_of needs them)."""
+    from inference.fileio import load_rgb
 
-
-def _keep_info(src: Image.Image, dst: Image.Image) -> Image.Image:
-    dst.info.update(src.info)
-    return dst
+    return load_rgb(path, check=False)
 
 
 def score_run_against_references(
@@ -192,7 +187,7 @@ def score_run_against_references(
             if record.source == "synthetic":
                 row["exact"] = is_exact(output, target)
         rows.append(row)
-    write_text_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
 
 

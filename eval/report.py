@@ -25,7 +25,7 @@ from typing import Any
 
 from eval.curves import load_metrics, plot_reward_curves, save_figure_atomic
 from eval.parsing import CRITERIA
-from eval.scores import read_scores, write_text_atomic
+from eval.scores import read_scores
 from eval.tables import (
     DEFAULT_ABLATIONS,
     METHOD_ORDER,
@@ -39,6 +39,7 @@ from eval.tables import (
     read_human_scores,
     select_methods,
 )
+from inference.fileio import write_text
 
 
 def slug(text: str) -> str:
@@ -189,8 +190,8 @@ def build_report(
         present, list(table1_methods or ([m for m in METHOD_ORDER if m in present] or present))
     )
     table1 = main_table(rows, benchmarks=benchmarks, evaluators=evaluators, methods=table1_methods)
-    write_text_atomic(out / "table1.csv", table1.to_csv())
-    write_text_atomic(out / "table1_cells.csv", cells_csv(rows))
+    write_text(out / "table1.csv", table1.to_csv())
+    write_text(out / "table1_cells.csv", cells_csv(rows))
     sections += [table1.to_markdown(), "Files: `table1.csv`, `table1_cells.csv`.", ""]
 
     editors = [ablation_editor] if ablation_editor else ordered_unique(r["editor"] for r in rows)
@@ -203,7 +204,7 @@ def build_report(
         ]
         for editor, table in made:  # the editor in the file name only when several editors have one
             file = f"ablation_{slug(name)}" + (f"_{slug(editor)}" if len(made) > 1 else "") + ".csv"
-            write_text_atomic(out / file, table.to_csv())
+            write_text(out / file, table.to_csv())
             sections += [table.to_markdown(), f"File: `{file}`.", ""]
 
     if human_csv is not None:
@@ -213,7 +214,7 @@ def build_report(
         table = human_agreement_table(
             read_human_scores(str(human_csv)), vlm_rows, title=f"Human vs VLM-based evaluation ({filters})"
         )
-        write_text_atomic(out / "human_agreement.csv", table.to_csv())
+        write_text(out / "human_agreement.csv", table.to_csv())
         sections += [table.to_markdown(), "File: `human_agreement.csv`.", ""]
 
     if reference_paths:
@@ -221,7 +222,7 @@ def build_report(
 
         summaries = summarize_reference_rows(read_reference_rows(reference_paths))
         table = reference_table(summaries)
-        write_text_atomic(out / "reference.csv", table.to_csv())
+        write_text(out / "reference.csv", table.to_csv())
         sections += [table.to_markdown(), "File: `reference.csv`.", ""]
 
     sections += ["### Judge scores per benchmark", ""]
@@ -235,4 +236,4 @@ def build_report(
             name = "reward_curves.png" if len(metrics_logs) == 1 else f"reward_curves_{slug(label)}.png"
             png = plot_reward_curves(load_metrics(path), out / name, title=f"Training rewards: {label}")
             sections += [f"![{label}]({png.name})", ""]
-    return write_text_atomic(out / "report.md", "\n".join(sections))
+    return write_text(out / "report.md", "\n".join(sections))

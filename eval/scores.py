@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from eval.parsing import CRITERIA, RUBRIC
+from inference.fileio import write_text
 
 SCORE_FIELDS: tuple[str, ...] = (
     "id",
@@ -94,31 +94,10 @@ def read_scores(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     return rows
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            yield json.loads(line)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write via a temp file in the same folder and os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_scores(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Validate and write score rows as JSONL, atomically."""
     lines = [
         json.dumps(validate_score(r, where=f"row {i}"), ensure_ascii=False)
         for i, r in enumerate(rows, start=1)
     ]
-    return write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return write_text(path, "".join(line + "\n" for line in lines))

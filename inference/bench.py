@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cols = ["batch_size", "items", "seconds", "items_per_s", "tokens_per_s", "speedup_vs_batch_1"]
     print(_table(decomposition, cols))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from data_prep.atomic import write_json
+    from inference.fileio import write_json
 
     write_json(args.out, result)
     print(f"\nwrote {args.out} ({result['total_s']:.1f}s)")

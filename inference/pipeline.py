@@ -23,23 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
+from inference import fileio
 from inference.agents import AgentResult, DecompositionAgent, Sequencer
 from inference.editors import Editor, EditorError
+from inference.fileio import BadImage
 from inference.protocol import Decomposition, EditPlan, single_turn_instruction
 
 log = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("original", "single", "multi")
 #: Largest input accepted by default (pixels); bigger images are refused, not resized.
-MAX_IMAGE_PIXELS = 40_000_000
-MIN_IMAGE_SIDE = 8
-#: Modes PIL converts to RGB faithfully; others are refused with an error naming the mode.
-_CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
-_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
-_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+MAX_IMAGE_PIXELS = fileio.DEFAULT_MAX_PIXELS
+#: The smallest side the models take (`inference.fileio.MIN_SIDE`, from the Qwen2.5-VL processor).
+MIN_IMAGE_SIDE = fileio.MIN_SIDE
 
 
 class InputError(ValueError):
@@ -86,49 +84,17 @@ def file_stem(item_id: str) -> str:
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open an input image as RGB, keeping its `info` (and PNG text chunks: synthetic scenes ride there).
+    """Open an input image as RGB through the one loader (`inference.fileio.load_image`: EXIF
+    orientation, alpha on white, 16-bit, bombs refused from the header, the models' size limits),
+    keeping PNG text chunks in `info` (synthetic scenes ride there).
 
-    Raises InputError naming the file for missing, unreadable, truncated, huge, tiny or odd-mode images;
-    size is checked before the pixels are decoded, so a decompression bomb costs nothing.
+    Raises InputError whose message starts with the same reason code data_prep counts
+    (`missing_file`, `corrupt_image`, `decompression_bomb`, `image_too_small`, ...) and names the file.
     """
-    path = Path(path)
     try:
-        im = Image.open(path)
-    except FileNotFoundError:
-        raise InputError(f"image not found: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"image too large (decompression bomb guard: {exc}): {path}") from None
-    except (Image.UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"unreadable image ({type(exc).__name__}: {exc}): {path}") from None
-    with im:
-        w, h = im.size
-        if w * h > max_pixels:
-            raise InputError(f"image too large: {w}x{h} = {w * h} pixels > limit {max_pixels}: {path}")
-        if min(w, h) < MIN_IMAGE_SIDE:
-            raise InputError(f"image too small: {w}x{h} (min side {MIN_IMAGE_SIDE}): {path}")
-        try:
-            im.load()
-        except Exception as exc:  # noqa: BLE001 - truncated/corrupt data raises various errors
-            raise InputError(f"unreadable image data ({type(exc).__name__}: {exc}): {path}") from None
-        info = {**im.info, **getattr(im, "text", {})}
-        rgb = _to_rgb(im, path)
-    rgb.info = {k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)}
-    return rgb
-
-
-def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
-    if im.mode in _CONVERTIBLE_MODES:
-        return im.convert("RGB")
-    if im.mode in _ALPHA_MODES:  # composite on white: transparent areas would otherwise turn black
-        rgba = im.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    if im.mode in _HIGH_DEPTH_MODES:  # 16-bit / float grey: rescale to 8 bits instead of clipping
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        scaled = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
-        return Image.fromarray(np.nan_to_num(scaled).round().astype(np.uint8), "L").convert("RGB")
-    raise InputError(f"unsupported image mode {im.mode!r}: {path}")
+        return fileio.load_image(path, max_pixels=max_pixels)[0]
+    except BadImage as exc:
+        raise InputError(str(exc)) from None
 
 
 def _err(exc: BaseException) -> str:
@@ -407,8 +373,7 @@ class EditingPipeline:
         t_start = time.perf_counter()
         run_dir = Path(out_dir) / mode
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):  # left by a run killed mid-write
-            stale.unlink(missing_ok=True)
+        fileio.remove_stale_temps(run_dir, recursive=False)  # left by a run killed mid-write
         done = done_ids(run_dir, retry_errors=retry_errors)
         summary = RunSummary(run_dir=run_dir)
         seen: set[str] = set()
@@ -443,8 +408,7 @@ class EditingPipeline:
 
 def write_item(run_dir: Path, item: Item, image: Image.Image | None, trace: dict[str, Any]) -> Path:
     """Save `<id>.png` (if any) then `<id>.json`, each atomically; the trace marks the item done."""
-    from data_prep.atomic import write_json
-    from data_prep.synthetic import save_png
+    from inference.fileio import save_png, write_json
 
     stem = file_stem(item.id)
     t0 = time.perf_counter()

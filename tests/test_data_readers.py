@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from data_prep.build import build_eval_set, build_rl_data, main, sample_ranks
-from data_prep.images import BadImage, load_image
 from data_prep.readers import PRESETS, ColumnError, ColumnMap, open_source
 from data_prep.records import read_records
+from inference.fileio import BadImage, load_image
 
 
-def png(colour="red", size=(16, 12), mode="RGB") -> bytes:
+def png(colour="red", size=(48, 36), mode="RGB") -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, colour).save(buf, format="PNG")
     return buf.getvalue()
@@ -49,21 +49,21 @@ def odd_images() -> dict[str, bytes]:
     """Images real datasets hold, each needing a normalisation."""
     out = {}
     buf = io.BytesIO()
-    Image.new("CMYK", (10, 8), (0, 255, 255, 0)).save(buf, format="JPEG")
+    Image.new("CMYK", (40, 32), (0, 255, 255, 0)).save(buf, format="JPEG")
     out["cmyk"] = buf.getvalue()
     out["rgba"] = png((255, 0, 0, 0), mode="RGBA")  # fully transparent: composited onto white
     buf = io.BytesIO()
-    Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(buf, format="PNG")
+    Image.fromarray(np.full((32, 32), 65535, dtype=np.uint16)).save(buf, format="PNG")
     out["gray16"] = buf.getvalue()
     buf = io.BytesIO()
-    pal = Image.new("P", (8, 8), 0)  # index 0 is transparent
+    pal = Image.new("P", (32, 32), 0)  # index 0 is transparent
     pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
     pal.save(buf, format="PNG", transparency=0)
     out["palette"] = buf.getvalue()
     buf = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 on display
-    Image.new("RGB", (20, 10), "green").save(buf, format="JPEG", exif=exif.tobytes())
+    Image.new("RGB", (60, 30), "green").save(buf, format="JPEG", exif=exif.tobytes())
     out["exif"] = buf.getvalue()
     return out
 
@@ -79,9 +79,9 @@ def test_load_image_normalises_what_it_can():
     rgb, _ = load_image(images["palette"])
     assert rgb.getpixel((0, 0)) == (255, 255, 255)
     rgb, notes = load_image(images["exif"])
-    assert rgb.size == (10, 20) and "exif_rotated" in notes
-    rgb, notes = load_image({"bytes": png(size=(400, 100)), "path": None}, max_side=100)
-    assert rgb.size == (100, 25) and "downscaled" in notes
+    assert rgb.size == (30, 60) and "exif_rotated" in notes
+    rgb, notes = load_image({"bytes": png(size=(400, 200)), "path": None}, max_side=100)
+    assert rgb.size == (100, 50) and "downscaled" in notes
 
 
 @pytest.mark.parametrize(
@@ -94,6 +94,9 @@ def test_load_image_normalises_what_it_can():
         (None, "missing_image"),
         (b"", "missing_image"),
         ({"bytes": None, "path": None}, "missing_image"),
+        (png(size=(1, 1)), "image_too_small"),
+        (png(size=(27, 400)), "image_too_small"),
+        (png(size=(6000, 29)), "aspect_ratio_too_large"),
     ],
 )
 def test_load_image_rejects_with_a_reason(value, reason, tmp_path):
@@ -272,7 +275,7 @@ def test_missing_column_lists_the_columns_present(tmp_path):
         PRESETS["psr"].columns.with_overrides({"caption": "x"})
 
 
-def test_cli_resume_skips_finished_shards_and_workers_agree(tmp_path):
+def test_cli_resume_skips_finished_shards_and_workers_agree(capsys, tmp_path):
     csv_path = realedit_csv(tmp_path)
     out = tmp_path / "cli"
     args = ["eval", "--preset", "realedit", "--input", str(csv_path), "--out", str(out), "--sample", "-1"]
@@ -285,8 +288,10 @@ def test_cli_resume_skips_finished_shards_and_workers_agree(tmp_path):
     assert main([*args, "--shard-rows", "8", "--no-progress"]) == 0
     assert (out / "records.jsonl").read_text() == first
     assert shard0.stat().st_mtime_ns == stamp  # finished shard not redone
+    assert main([*args, "--shard-rows", "4", "--no-progress"]) == 2  # one line, no traceback
+    assert "data_prep eval: error: ValueError:" in capsys.readouterr().err
     with pytest.raises(ValueError, match="other settings"):
-        main([*args, "--shard-rows", "4", "--no-progress"])
+        main([*args, "--shard-rows", "4", "--no-progress", "--debug"])
     par = tmp_path / "par"
     main(
         ["eval", "--preset", "realedit", "--input", str(csv_path), "--out", str(par), "--sample", "-1"]

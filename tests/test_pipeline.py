@@ -74,33 +74,33 @@ def _bomb_png(path: Path, width: int, height: int) -> Path:
 
 
 def test_load_image_refuses_bad_files_naming_them(tmp_path):
-    with pytest.raises(InputError, match="image not found: .*missing.png"):
+    with pytest.raises(InputError, match="missing_file: no such image file .*missing.png"):
         load_image(tmp_path / "missing.png")
     (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(InputError, match="unreadable image .*text.png"):
+    with pytest.raises(InputError, match="corrupt_image: .*text.png"):
         load_image(tmp_path / "text.png")
     good = tmp_path / "good.png"
     Image.new("RGB", (64, 64), "red").save(good)
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
-    with pytest.raises(InputError, match="unreadable image.*cut.png"):
+    with pytest.raises(InputError, match="corrupt_image: .*cut.png"):
         load_image(tmp_path / "cut.png")
-    with pytest.raises(InputError, match="too large.*bomb.png"):
+    with pytest.raises(InputError, match="decompression_bomb: .*bomb.png"):
         load_image(_bomb_png(tmp_path / "bomb.png", 100_000, 100_000))
-    with pytest.raises(InputError, match=r"too large: 64x64 = 4096 pixels > limit 1000"):
+    with pytest.raises(InputError, match=r"decompression_bomb: .*64x64 exceeds 1000 pixels"):
         load_image(good, max_pixels=1000)
     Image.new("RGB", (4, 64)).save(tmp_path / "thin.png")
-    with pytest.raises(InputError, match="too small: 4x64"):
+    with pytest.raises(InputError, match="image_too_small: .*4x64"):
         load_image(tmp_path / "thin.png")
 
 
 def test_load_image_converts_odd_modes_to_rgb(tmp_path):
-    rgba = Image.new("RGBA", (16, 16), (255, 0, 0, 0))
+    rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     rgba.save(tmp_path / "rgba.png")
     assert load_image(tmp_path / "rgba.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
-    Image.new("P", (16, 16), 3).save(tmp_path / "p.png")
-    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("P", (32, 32), 3).save(tmp_path / "p.png")
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
     assert load_image(tmp_path / "cmyk.jpg").mode == "RGB"
-    deep = Image.fromarray(np.array([[0, 65535] * 8] * 16, dtype=np.uint16))
+    deep = Image.fromarray(np.array([[0, 65535] * 16] * 32, dtype=np.uint16))
     deep.save(tmp_path / "deep.png")
     out = load_image(tmp_path / "deep.png")
     assert out.mode == "RGB" and out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((1, 0)) == (255, 255, 255)
@@ -235,9 +235,9 @@ def test_bad_items_get_clear_errors_and_the_batch_goes_on(eval_set, tmp_path):
         summary = pipe.run(items_from_records(folder), tmp_path / "out", mode, progress=False)
         assert summary.done == 7
         errors = {t["id"]: t["error"] for t in read_traces(tmp_path / "out" / mode)}
-        assert "image not found" in errors["missing"] and "nope.png" in errors["missing"]
-        assert "unreadable image" in errors["junk"]
-        assert "too large" in errors["bomb"]
+        assert errors["missing"].startswith("missing_file:") and "nope.png" in errors["missing"]
+        assert errors["junk"].startswith("corrupt_image:")
+        assert errors["bomb"].startswith("decompression_bomb:")
         assert errors["empty"] == "empty edit request for item 'empty'"
         if mode == "original":
             assert "carries no synthetic scene" in errors["no-scene"]

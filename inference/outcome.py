@@ -1,0 +1,70 @@
+"""Exit codes that tell the truth, shared by the command lines of data_prep, inference and eval.
+
+A stage that keeps nothing, or loses more than `--max-loss` of what it saw (default: half), exits
+1 with one summary line naming the top reasons; an error is one clear line on stderr, exit 2 (the
+traceback with `--debug`). Success exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Mapping
+
+#: Default largest fraction of items a stage may lose and still exit 0.
+DEFAULT_MAX_LOSS = 0.5
+EXIT_OK, EXIT_LOSSY, EXIT_ERROR = 0, 1, 2
+
+
+def add_outcome_flags(parser: argparse.ArgumentParser) -> None:
+    """`--max-loss` and `--debug` on a (sub)command parser."""
+    parser.add_argument(
+        "--max-loss",
+        type=float,
+        default=DEFAULT_MAX_LOSS,
+        help=f"exit 1 when more than this fraction of items is lost (default {DEFAULT_MAX_LOSS}); 1 never fails",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def top_reasons(reasons: Mapping[str, int], k: int = 3) -> str:
+    """`reason=count, ...` of the `k` most frequent reasons."""
+    ranked = sorted(((n, r) for r, n in reasons.items() if n), key=lambda t: (-t[0], t[1]))[:k]
+    return ", ".join(f"{r}={n}" for n, r in ranked) or "none"
+
+
+def verdict(stage: str, seen: int, kept: int, reasons: Mapping[str, int], max_loss: float) -> int:
+    """Print a summary line when the stage lost too much; return the exit code."""
+    if not 0.0 <= max_loss <= 1.0:
+        raise ValueError(f"--max-loss must be between 0 and 1, got {max_loss}")
+    lost = seen - kept
+    if seen and kept and lost / seen <= max_loss:
+        return EXIT_OK
+    why = "kept nothing" if not kept else f"lost {lost / seen:.0%} > --max-loss {max_loss:.0%}"
+    print(
+        f"{stage}: FAILED: {why}: kept {kept} of {seen}; top reasons: {top_reasons(reasons)}", file=sys.stderr
+    )
+    return EXIT_LOSSY
+
+
+def run_cli(prog: str, body: Callable[[], int], debug: bool) -> int:
+    """Run a command's body: an exception becomes one line `prog: error: ...` and exit 2, unless `debug`."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        raise
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user gets one clear line; --debug the traceback
+        if debug:
+            raise
+        print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def quiet_http_logs(debug: bool) -> None:
+    """Per-request HTTP logs (httpx's INFO lines) only with --debug."""
+    level = logging.DEBUG if debug else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(level)
