@@ -72,5 +72,24 @@ export: $(STAMP) ## Merge a verl FSDP checkpoint into a HF folder: make export C
 tiny: $(STAMP) ## Build the tiny offline models into outputs/tiny (make tiny OUT=dir)
 	$(PY) -m inference.tiny --out $(if $(OUT),$(OUT),outputs/tiny)
 
+# The interactive app (inference/app.py) and Debian's headless Chromium for its browser test
+# (tests/test_app_browser.py). `make setup` runs `browser`: nothing when chromium and chromedriver are
+# there, apt-get as root otherwise; without root or apt-get the browser test skips and says why.
+.PHONY: app browser
+setup: browser
+
+app: $(STAMP) ## Editing app on http://127.0.0.1:7860 (ARGS="--llm-model DIR --editor ... --judge-model ...")
+	$(PY) -m inference.app $(ARGS)
+
+browser: ## Install Debian's chromium + chromium-driver for the browser test (as root; skipped when present)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "note: chromium/chromedriver missing and no root apt-get here: the browser test will skip" >&2; exit 0; fi; \
+	echo "installing Debian's chromium + chromium-driver (for the browser test)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+	  || echo "warning: apt-get could not install chromium + chromium-driver: the browser test will skip" >&2
+
 clean: ## Remove outputs (keeps .venv)
 	rm -rf outputs wandb .pytest_cache .ruff_cache
