@@ -207,6 +207,7 @@ def build_eval_set(
         sample = spec.eval_sample if spec else None
     table = open_source(input_path, split=split, image_dir=image_dir)
     table.check_columns(columns.required())
+    table.select(columns)  # the map's row filter and per-id grouping
     out = Path(out_dir)
     remove_stale_temps(out)  # half-written files of a killed run (outputs are atomic: never half)
     parts = out / PARTS_DIR
@@ -233,7 +234,7 @@ def build_eval_set(
     bar = tqdm(total=total, desc=f"{source} rows", disable=not progress, mininterval=1)
     try:
         rows = table.iter_rows(
-            columns=None if table.kind in ("csv", "jsonl") else columns.required(),
+            columns=None if table.kind in ("csv", "jsonl", "json") else columns.required(),
             only=None if ranks is None else set(ranks),
         )
         for number, shard in enumerate(_shards(rows, ranks, shard_rows)):

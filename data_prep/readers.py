@@ -1,5 +1,6 @@
 """Readers for local copies of the benchmarks: an HF `datasets` folder (save_to_disk), parquet
-shards, or CSV/JSONL plus an image folder. Rows stream; nothing holds a whole dataset in memory.
+shards, CSV/JSONL, or a JSON array of objects, plus an image folder. Rows stream (a JSON array is
+read whole); nothing else holds a whole dataset in memory.
 
 A `Preset` names a benchmark's columns (`ColumnMap`); any mapping can be overridden. A column the
 mapping asks for but the data lacks is a `ColumnError` that lists the columns present.
@@ -9,7 +10,13 @@ Schemas (from the public cards / code; verify against your copy):
   (splits FreeForm_0, FreeForm_1, ..., no test split).
 - RealEdit (peter-sushko/RealEdit): curation CSV `orig_img`, `instruction`, `edit_images`
   (paths joined with `|`); its inference code reads `input_image_name`, `instruction`.
-- PSR (taesiri/PhotoshopRequests layout): `reddit_id`, `original_image`, `edit_image`, `description`.
+- PSR-328 (PSRDataset/PSR-328, the paper's PSR): `post_id`, `instruction`, `simplified_instruction`,
+  `source_image`, `ai_edited_image`, `human_edited_image`; several rows per post (one per edit).
+- PhotoshopRequests (taesiri/PhotoshopRequests, ~20k validation rows): `reddit_id`, `description`,
+  `original_image`, `edit_image`.
+- GEdit-Bench (stepfun-ai/GEdit-Bench): `key`, `task_type`, `instruction`, `instruction_language`,
+  `input_image`.
+RealEdit's card could not be read; its maps follow its code and stay overridable (`--columns`).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ class ColumnError(ValueError):
 @dataclass(frozen=True)
 class ColumnMap:
     """Which column holds what. `id=None` numbers rows; a reference column may hold several paths
-    joined by `reference_separator`."""
+    joined by `reference_separator`. `group_by_id` merges the rows sharing an id into one item
+    (first row's instruction and image, every row's references); `where` keeps only the rows whose
+    columns hold the given values (before sampling)."""
 
     instruction: str
     image: str
@@ -47,10 +56,17 @@ class ColumnMap:
     references: tuple[str, ...] = ()
     reference_separator: str | None = None
     decomposition: str | None = None
+    group_by_id: bool = False
+    where: tuple[tuple[str, str], ...] = ()
 
     def required(self) -> list[str]:
         cols = [self.instruction, self.image, *self.references]
-        return cols + [c for c in (self.id, self.decomposition) if c]
+        cols += [c for c in (self.id, self.decomposition) if c]
+        return list(dict.fromkeys(cols + [c for c, _ in self.where]))
+
+    def keeps(self, row: dict[str, Any]) -> bool:
+        """Whether a row passes `where` (values compared as text)."""
+        return all(str(row.get(column)) == value for column, value in self.where)
 
     def with_overrides(self, overrides: dict[str, str]) -> ColumnMap:
         """`{"instruction": "prompt", "references": "a,b"}` -> a new map; unknown keys are errors."""
@@ -62,6 +78,13 @@ class ColumnMap:
                 changes[key] = (
                     tuple(v for v in value.split(",") if v) if isinstance(value, str) else tuple(value)
                 )
+            elif key == "group_by_id":
+                changes[key] = str(value).strip().lower() in ("1", "true", "yes")
+            elif key == "where":  # "column=value,column=value" ('' clears)
+                pairs = [p.partition("=") for p in str(value).split(",") if p.strip()]
+                if any(not sep or not c for c, sep, _ in pairs):
+                    raise ValueError(f"where wants column=value[,column=value], got {value!r}")
+                changes[key] = tuple((c.strip(), v.strip()) for c, _, v in pairs)
             else:
                 changes[key] = (
                     value or None if key in ("id", "decomposition", "reference_separator") else value
@@ -101,14 +124,39 @@ PRESETS: dict[str, Preset] = {
         ColumnMap(instruction="instruction", image="input_image_name"),
         eval_sample=1000,
         eval_split="test",
+        notes="test.csv + --image-dir (the folder of input_image_name files)",
     ),
-    "psr": Preset(
+    "psr-328": Preset(
         "psr",
         ColumnMap(
-            id="reddit_id", instruction="description", image="original_image", references=("edit_image",)
+            id="post_id",
+            instruction="instruction",
+            image="source_image",
+            references=("human_edited_image",),
+            group_by_id=True,
         ),
         eval_sample=None,
-        notes="all 328 test requests",
+        notes="PSRDataset/PSR-328: one item per post_id (328), every human edit a reference",
+    ),
+    "photoshop-requests": Preset(
+        "photoshop_requests",
+        ColumnMap(
+            id="reddit_id",
+            instruction="description",
+            image="original_image",
+            references=("edit_image",),
+            group_by_id=True,
+        ),
+        eval_sample=None,
+        notes="taesiri/PhotoshopRequests (~20k validation rows): one item per reddit_id, its edits as references",
+    ),
+    "gedit-bench": Preset(
+        "gedit_bench",
+        ColumnMap(
+            id="key", instruction="instruction", image="input_image", where=(("instruction_language", "en"),)
+        ),
+        eval_sample=None,
+        notes="stepfun-ai/GEdit-Bench, English instructions (--columns where=instruction_language=cn for Chinese)",
     ),
 }
 
@@ -124,6 +172,16 @@ class TableSource:
     files: list[Path] = field(default_factory=list)
     split: str | None = None
     _length: int | None = None
+    _rows: list[dict] | None = None  # a JSON array, read whole
+    #: Set by `select`: rows filtered by `where`, merged by id (None: every row as it is).
+    columns_map: ColumnMap | None = None
+
+    def select(self, columns: ColumnMap) -> TableSource:
+        """Apply the map's row filter and id grouping to `iter_rows` and `len` (counted again)."""
+        if columns.where or columns.group_by_id:
+            self.columns_map = columns
+            self._length = None
+        return self
 
     def check_columns(self, needed: list[str]) -> None:
         missing = [c for c in needed if c not in self.columns]
@@ -134,7 +192,11 @@ class TableSource:
 
     def __len__(self) -> int:
         if self._length is None:
-            if self.kind == "parquet":
+            if self.columns_map is not None:
+                m = self.columns_map
+                light = [c for c in m.required() if c not in m.references and c != m.image]
+                self._length = sum(1 for _ in self.iter_rows(columns=light))
+            elif self.kind == "parquet":
                 import pyarrow.parquet as pq
 
                 self._length = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
@@ -149,8 +211,21 @@ class TableSource:
     ) -> Iterator[tuple[int, dict]]:
         """(row index, row dict) in file order; image columns come as {bytes, path} or paths.
         `only` restricts to those row indices; parquet and HF folders then read nothing else
-        (sampling 1,000 of UltraEdit's millions touches only their row groups)."""
-        if self.kind == "parquet":
+        (sampling 1,000 of UltraEdit's millions touches only their row groups). After `select`,
+        indices count the kept (merged) rows and `only` applies to those."""
+        if self.columns_map is not None:
+            yield from _selected(self._raw_rows(columns, batch_rows), self.columns_map, only)
+        else:
+            yield from self._raw_rows(columns, batch_rows, only)
+
+    def _raw_rows(
+        self, columns: list[str] | None, batch_rows: int, only: set[int] | None = None
+    ) -> Iterator[tuple[int, dict]]:
+        if self.kind == "json":
+            for index, row in enumerate(self._rows or []):
+                if only is None or index in only:
+                    yield index, row
+        elif self.kind == "parquet":
             yield from _iter_parquet(self.files, columns, batch_rows, only)
         elif self.kind == "hf":
             yield from _iter_hf(self.path, self.split, columns, batch_rows, only)
@@ -174,6 +249,43 @@ class TableSource:
                     if only is None or index in only:
                         yield index, row
                     index += 1
+
+
+def _selected(
+    rows: Iterator[tuple[int, dict]], m: ColumnMap, only: set[int] | None
+) -> Iterator[tuple[int, dict]]:
+    """Rows passing `m.where`; with `m.group_by_id`, one merged row per id in first-seen order (the
+    groups are held in memory: benchmarks with several rows per item are small)."""
+    kept = (row for _, row in rows if "__error__" in row or m.keeps(row))
+    if not m.group_by_id or not m.id:
+        for index, row in enumerate(kept):
+            if only is None or index in only:
+                yield index, row
+        return
+    groups: dict[str, dict] = {}
+    errors: list[dict] = []
+    for row in kept:
+        key = row.get(m.id)
+        if "__error__" in row or key in (None, ""):
+            errors.append(row)  # reported as its own (skipped) row
+            continue
+        merged = groups.get(str(key))
+        if merged is None:
+            groups[str(key)] = {**row, **{c: _as_list(row.get(c), m) for c in m.references}}
+        else:
+            for c in m.references:
+                merged[c] = merged[c] + _as_list(row.get(c), m)
+    for index, row in enumerate([*groups.values(), *errors]):
+        if only is None or index in only:
+            yield index, row
+
+
+def _as_list(value: Any, m: ColumnMap) -> list:
+    if isinstance(value, str) and m.reference_separator:
+        return [v for v in value.split(m.reference_separator) if v.strip()]
+    if isinstance(value, list):
+        return list(value)
+    return [] if value in (None, "") else [value]
 
 
 def _load_hf(path: Path, split: str | None):
@@ -280,6 +392,8 @@ def open_source(
         with p.open(newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), [])
         return TableSource(p, "csv", header, base)
+    if p.suffix == ".json" and _starts_with(p, "["):
+        return _json_array_source(p, base)
     if p.suffix in (".jsonl", ".json"):
         columns: list[str] = []
         with p.open(encoding="utf-8") as fh:
@@ -293,4 +407,27 @@ def open_source(
                         columns = list(first)
                         break
         return TableSource(p, "jsonl", columns, base)
-    raise ValueError(f"unsupported dataset format: {p} (want a datasets folder, parquet, csv or jsonl)")
+    raise ValueError(
+        f"unsupported dataset format: {p} (want a datasets folder, parquet, csv, jsonl or a JSON array)"
+    )
+
+
+def _starts_with(path: Path, char: str) -> bool:
+    with path.open(encoding="utf-8-sig") as fh:
+        head = fh.read(4096).lstrip()
+    return head.startswith(char)
+
+
+def _json_array_source(path: Path, base: Path) -> TableSource:
+    """A .json file holding one array of objects (the common `json.dump(rows)` export)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: a .json input must be an array of objects, got {type(rows).__name__}")
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: element {bad} of the array is {type(rows[bad]).__name__}, not an object")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return TableSource(path, "json", columns, base, _length=len(rows), _rows=rows)

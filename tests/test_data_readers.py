@@ -257,9 +257,9 @@ def test_realedit_csv_with_image_folder_and_bad_rows(tmp_path):
 
 def test_psr_parquet_shards_keep_every_request(tmp_path):
     src = psr_parquet(tmp_path)
-    assert PRESETS["psr"].eval_sample is None
+    assert PRESETS["photoshop-requests"].eval_sample is None
     out = tmp_path / "psr_eval"
-    report = build_eval_set(src, out, preset="psr", progress=False)
+    report = build_eval_set(src, out, preset="photoshop-requests", progress=False)
     ids = [r.id for r in read_records(out)]
     assert report.seen == 9 and report.skipped == {"decompression_bomb": 1}
     assert ids == [f"t3_{i:03x}" for i in range(9) if i != 4]
@@ -269,10 +269,13 @@ def test_missing_column_lists_the_columns_present(tmp_path):
     src = psr_parquet(tmp_path)
     with pytest.raises(ColumnError, match=r"missing column\(s\) \['prompt'\].*description"):
         build_eval_set(
-            src, tmp_path / "x", preset="psr", columns=ColumnMap(instruction="prompt", image="original_image")
+            src,
+            tmp_path / "x",
+            preset="photoshop-requests",
+            columns=ColumnMap(instruction="prompt", image="original_image"),
         )
     with pytest.raises(ValueError, match="unknown column-map key"):
-        PRESETS["psr"].columns.with_overrides({"caption": "x"})
+        PRESETS["photoshop-requests"].columns.with_overrides({"caption": "x"})
 
 
 def test_cli_resume_skips_finished_shards_and_workers_agree(capsys, tmp_path):
@@ -320,7 +323,7 @@ def test_ground_truth_import_attach_and_rl_data(tmp_path):
     ]
     gt.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     out = tmp_path / "psr_eval"
-    report = build_eval_set(src, out, preset="psr", ground_truth=gt, progress=False)
+    report = build_eval_set(src, out, preset="photoshop-requests", ground_truth=gt, progress=False)
     assert (
         report.normalised["ground_truth_attached"] == 2
         and report.normalised["ground_truth_invalid_ground_truth"] == 2
@@ -362,7 +365,7 @@ def test_sampling_reads_only_the_chosen_rows_of_hf_and_parquet_sources(tmp_path)
     assert [r.id for r in read_records(out)] == _expected_sample(ids, {1, 2, 7, 8}, 1, 3)
     src = psr_parquet(tmp_path)
     out = tmp_path / "pq_sample"
-    report = build_eval_set(src, out, preset="psr", sample=2, seed=7, progress=False)
+    report = build_eval_set(src, out, preset="photoshop-requests", sample=2, seed=7, progress=False)
     ids = {i: f"t3_{i:03x}" for i in range(9)}
     assert [r.id for r in read_records(out)] == _expected_sample(ids, {4}, 2, 7)
     assert report.kept == 2 and report.normalised["spare_candidate_unused"] == 6
@@ -401,3 +404,98 @@ def test_record_parser_raises_only_value_error(value):
         Record.from_json(value if isinstance(value, dict) else {"x": value}, "/tmp")
     except ValueError:
         pass
+
+
+# ------------------------------------------------------------------------------ benchmark schemas
+
+
+def psr328_parquet(tmp_path):
+    """PSRDataset/PSR-328 layout: several rows (edits) per post_id."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [("post_id", pa.string()), ("instruction", pa.string()), ("simplified_instruction", pa.string())]
+        + [(c, image) for c in ("source_image", "ai_edited_image", "human_edited_image")]
+    )
+    colours = ["red", "green", "blue"]
+    rows = [
+        {
+            "post_id": f"p{post}",
+            "instruction": f"Please fix photo {post}",
+            "simplified_instruction": "fix",
+            "source_image": {"bytes": png("orange"), "path": None},
+            "ai_edited_image": {"bytes": png("black"), "path": None},
+            "human_edited_image": {"bytes": png(colours[edit]), "path": None},
+        }
+        for post in range(3)
+        for edit in range(post + 1)  # posts with 1, 2 and 3 human edits
+    ]
+    path = tmp_path / "psr328.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def test_psr328_is_one_item_per_post_with_every_human_edit_as_reference(tmp_path):
+    report = build_eval_set(psr328_parquet(tmp_path), tmp_path / "out", preset="psr-328", progress=False)
+    records = list(read_records(tmp_path / "out"))
+    assert [r.id for r in records] == ["p0", "p1", "p2"] and report.kept == 3 and report.seen == 3
+    assert [len(r.references) for r in records] == [1, 2, 3]
+    assert [Image.open(p).getpixel((0, 0)) for p in records[2].references] == [
+        (255, 0, 0),
+        (0, 128, 0),
+        (0, 0, 255),
+    ]
+
+
+def test_gedit_bench_keeps_english_rows_unless_told_otherwise(tmp_path):
+    rows = [
+        {"key": f"k{i}-{lang}", "task_type": "color_alter", "instruction": f"{lang} {i}", "instruction_language": lang,
+         "input_image": {"bytes": png("gray"), "path": None}}
+        for i in range(3) for lang in ("en", "cn")
+    ]  # fmt: skip
+    path = tmp_path / "gedit.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    build_eval_set(path, tmp_path / "en", preset="gedit-bench", progress=False)
+    assert [r.instruction for r in read_records(tmp_path / "en")] == ["en 0", "en 1", "en 2"]
+    cn = PRESETS["gedit-bench"].columns.with_overrides({"where": "instruction_language=cn"})
+    build_eval_set(path, tmp_path / "cn", preset="gedit-bench", columns=cn, progress=False)
+    assert [r.id for r in read_records(tmp_path / "cn")] == ["k0-cn", "k1-cn", "k2-cn"]
+
+
+def test_a_json_array_input_is_read_as_an_array(tmp_path):
+    (tmp_path / "a.png").write_bytes(png("red"))
+    rows = [{"id": f"r{i}", "prompt": f"make it blue {i}", "path": "a.png"} for i in range(3)]
+    (tmp_path / "rows.json").write_text(json.dumps(rows, indent=2))
+    table = open_source(tmp_path / "rows.json")
+    assert table.kind == "json" and table.columns == ["id", "prompt", "path"] and len(table) == 3
+    columns = ColumnMap(id="id", instruction="prompt", image="path")
+    build_eval_set(tmp_path / "rows.json", tmp_path / "out", columns=columns, progress=False)
+    assert [r.id for r in read_records(tmp_path / "out")] == ["r0", "r1", "r2"]
+    (tmp_path / "bad.json").write_text('[{"id": 1}, 3]')
+    with pytest.raises(ValueError, match=r"element 1 of the array is int, not an object"):
+        open_source(tmp_path / "bad.json")
+    (tmp_path / "lines.json").write_text('{"id": "x", "prompt": "p", "path": "a.png"}\n')  # JSONL named .json
+    assert open_source(tmp_path / "lines.json").kind == "jsonl"
+
+
+def test_stages_that_keep_nothing_or_lose_too_much_exit_non_zero(tmp_path, capsys):
+    csv_path = tmp_path / "test.csv"
+    csv_path.write_text(
+        "input_image_name,instruction\n" + "".join(f"img{i}.png,edit {i}\n" for i in range(6))
+    )
+    args = ["eval", "--preset", "realedit-csv", "--input", str(csv_path), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "data_prep eval: FAILED: kept nothing: kept 0 of 6; top reasons: missing_file=6" in err
+    for i in range(2):
+        (tmp_path / f"img{i}.png").write_bytes(png("red"))
+    assert main([*args, "--out", str(tmp_path / "b")]) == 1  # 4 of 6 lost > half
+    assert "lost 67% > --max-loss 50%" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "c"), "--max-loss", "0.7"]) == 0
+    assert main(["rl", "--records", str(tmp_path / "c"), "--out", str(tmp_path / "rl"), "--no-progress"]) == 1
+    assert "no_ground_truth=2" in capsys.readouterr().err
+    assert (
+        main(["eval", "--preset", "realedit-csv", "--input", str(tmp_path / "nope.csv"), "--out", "x"]) == 2
+    )
+    assert (
+        capsys.readouterr().err.strip().startswith("data_prep eval: error: FileNotFoundError: no dataset at")
+    )
