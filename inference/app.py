@@ -330,11 +330,12 @@ class RunResult:
     decomposition_edited: bool
     plan_edited: bool
 
-    def files(self) -> list[Path]:
-        out = []
-        for m in self.modes.values():
-            out += ([m.output] if m.output else []) + [m.trace_path]
-        return out
+    def files(self, main_mode: str) -> list[Path]:
+        """Downloads: the main mode's edited image and trace, and a zip of the whole run folder
+        (every mode's traces and images, the multi-turn steps, the score files)."""
+        main = self.modes[main_mode]
+        archive = shutil.make_archive(str(self.run_dir), "zip", root_dir=self.run_dir)
+        return ([main.output] if main.output else []) + [main.trace_path, Path(archive)]
 
 
 def _agent_error(stage: str, exc: BaseException) -> Any:

@@ -15,7 +15,7 @@ from inference.app import AppItem, EditingApp, RunResult, lines_of
 from inference.pipeline import InputError
 
 CSS = """
-.pixelated img, .pixelated canvas { image-rendering: pixelated; }
+.pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important; object-fit: contain; }
 #status { min-height: 3em; }
 """
 #: How often a streaming decomposition refreshes the page (seconds).
@@ -86,13 +86,17 @@ def _run_status(run: RunResult) -> str:
     for mode, m in run.modes.items():
         error = m.trace.get("error")
         took = m.trace.get("timings", {}).get("total_s", 0.0)
-        lines.append(f"- {mode}: " + (_error(error) if error else f"done in {took:.2f} s"))
+        lines.append(f"- {mode}: " + (_error(error) if error else f"done in {_seconds(took)}"))
     if run.plan:
         edited = " (edited by hand)" if run.plan_edited else ""
         lines.append(f"\nRan plan{edited}: " + " ".join(f"{i}. {s}" for i, s in enumerate(run.plan, 1)))
     if run.decomposition_edited:
         lines.append("\nThe decomposition was edited by hand (traces name the agent `decomposition+edited`).")
     return "\n".join(lines)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def _reference_rows(run: RunResult) -> list[list[Any]]:
@@ -430,7 +434,7 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                     gr.skip(),
                     gr.skip(),
                 ]
-            st = {**st, "run": run}
+            st = {**st, "run": run, "turns": turns}
             main = run.modes[turns]
             orig = run.modes.get("original")
             steps_value = [(str(p), caption) for p, caption in main.steps]
@@ -442,7 +446,7 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                 steps_value,
                 _run_status(run),
                 _reference_rows(run),
-                [str(p) for p in run.files()],
+                [str(p) for p in run.files(turns)],
                 "python -m inference " + " ".join(_quote(x) for x in run.command),
             ]
 
@@ -474,9 +478,7 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                     texts.append(f"[{mode}] {row['reasoning']}")
                 for v in row.get("verdicts") or []:
                     texts.append(f"[{mode}] {v['verdict']}: {v['principle']} - {v.get('reasoning', '')}")
-            files = [str(p) for p in run.files()] + [
-                str(run.run_dir / "scores" / f"{kind}_{mode}.jsonl") for mode in rows
-            ]
+            files = [str(p) for p in run.files(st["turns"])]
             failed = [m for m, r in rows.items() if r.get("error")]
             message = f"Judged {len(rows)} mode(s) with the {kind}" + (
                 f"; failed: {', '.join(failed)}" if failed else "."

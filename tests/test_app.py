@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -141,6 +142,9 @@ def test_unedited_runs_write_the_batch_clis_traces(served, client, taught, tmp_p
         # The downloaded trace is the one on disk.
         downloaded = [Path(p) for p in out["downloads"] if p.endswith(".json")]
         assert json.loads(downloaded[0].read_text()) == traces[turns]
+        (archive,) = [p for p in out["downloads"] if p.endswith(".zip")]
+        names = zipfile.ZipFile(archive).namelist()
+        assert {f"{mode}/{file_stem(first.id)}.json" for mode in traces} <= set(names)
         # The command the page shows, run by the batch CLI, writes the same traces.
         argv = shlex.split(out["command"])[3:]
         argv[argv.index("--out") + 1] = str(tmp_path / turns)
@@ -212,7 +216,8 @@ def test_judge_and_verifier_score_the_run_through_a_local_openai_server(served, 
     assert [p["type"] for p in asked["messages"][0]["content"]] == ["image_url", "image_url", "text"]
     (score,) = read_scores(run_dir / "scores" / "rubric_single.jsonl")
     assert score["total"] == 9 and score["benchmark"] == "synthetic" and score["method"] == "single"
-    assert any(f.endswith("rubric_single.jsonl") for f in files)
+    (archive,) = [f for f in files if f.endswith(".zip")]
+    assert "scores/rubric_single.jsonl" in zipfile.ZipFile(archive).namelist()
     table, text, _, status = client.predict("verifier", api_name="/judge")
     assert "Judged 2 mode(s) with the verifier" in status
     assert {r[0]: r[4] for r in table["data"]}["single"] == "10"
