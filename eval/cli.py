@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.backends import Sampling
+from inference.outcome import add_outcome_flags, quiet_http_logs, run_cli, verdict
 
 BACKEND_KINDS = ("transformers", "vllm", "openai", "gemini")
 
@@ -120,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", required=True, type=Path, help="PNG to write")
     curves.add_argument("--title")
     curves.add_argument("--smooth", type=int, default=1)
+    for command in (judge, ref, report, curves):
+        add_outcome_flags(command)
     return parser
 
 
@@ -144,7 +147,15 @@ def _make_scorer(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    quiet_http_logs(args.debug)
+    return run_cli(f"eval {args.command}", lambda: _run(args), args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """One subcommand; returns the exit code (judging loses items: `inference.outcome.verdict`)."""
     if args.command == "judge":
         from eval.batch import judge_run, summarize
 
@@ -163,7 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit=args.limit,
             progress=not args.no_progress,
         )
-        print(json.dumps({"scores": str(args.out), **summarize(rows)}))
+        summary = summarize(rows)
+        print(json.dumps({"scores": str(args.out), **summary}))
+        reasons: dict[str, int] = {}
+        for row in rows:
+            if row["error"] is not None:
+                reason = str(row["error"]).split(":", 1)[0][:60]
+                reasons[reason] = reasons.get(reason, 0) + 1
+        return verdict("eval judge", summary["items"], summary["judged"], reasons, args.max_loss)
     elif args.command == "reference":
         from eval.reference import score_run_against_references, summarize_reference_rows
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from collections import defaultdict
@@ -25,7 +26,7 @@ from typing import Any
 
 from eval.curves import load_metrics, plot_reward_curves, save_figure_atomic
 from eval.parsing import CRITERIA
-from eval.scores import read_scores
+from eval.scores import duplicate_keys, read_scores
 from eval.tables import (
     DEFAULT_ABLATIONS,
     METHOD_ORDER,
@@ -40,6 +41,8 @@ from eval.tables import (
     select_methods,
 )
 from inference.fileio import write_text
+
+log = logging.getLogger(__name__)
 
 
 def slug(text: str) -> str:
@@ -184,6 +187,16 @@ def build_report(
     if not rows:
         raise ValueError(f"no score rows in {[str(p) for p in score_paths]}")
     sections = [f"# {title}", "", f"Score files: {', '.join(f'`{p}`' for p in score_paths)}.", ""]
+    duplicates = duplicate_keys(rows)
+    if duplicates:
+        (key, n), extra = next(iter(duplicates.items())), sum(duplicates.values()) - len(duplicates)
+        warning = (
+            f"WARNING: {len(duplicates)} (item, benchmark, method, editor, evaluator) keys have more than one "
+            f"score row ({extra} extra rows; e.g. {'/'.join(key)} x{n}); each row counts in the means. "
+            "Overlapping score files or a rerun written to a second file?"
+        )
+        log.warning(warning)
+        sections += [f"> {warning}", ""]
 
     present = ordered_unique(r["method"] for r in rows)
     table1_methods = select_methods(

@@ -94,6 +94,16 @@ def read_scores(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     return rows
 
 
+def duplicate_keys(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], int]:
+    """(id, benchmark, method, editor, evaluator) keys held by more than one row, with their counts:
+    the same item scored twice (score files overlapping, or a rerun written to a second file)."""
+    counts: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        key = tuple(row[f] for f in ("id", "benchmark", "method", "editor", "evaluator"))
+        counts[key] = counts.get(key, 0) + 1
+    return {k: n for k, n in counts.items() if n > 1}
+
+
 def write_scores(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Validate and write score rows as JSONL, atomically."""
     lines = [

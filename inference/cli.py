@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from inference.outcome import add_outcome_flags, quiet_http_logs, run_cli, verdict
 from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline, Item, items_from_records
 
 DEFAULT_LLM = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-errors", action="store_true", help="redo items whose trace has an error")
     p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS)
     p.add_argument("--no-progress", action="store_true")
+    add_outcome_flags(p)
     return p
 
 
@@ -112,7 +114,16 @@ def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipelin
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    quiet_http_logs(args.debug)  # one INFO line per HTTP request otherwise
+    return run_cli("python -m inference", lambda: _run(args), args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The pipeline over the items in every mode; exit 1 when a mode loses more than --max-loss."""
     modes = list(dict.fromkeys(args.mode or ["single"]))
     if args.image is not None:
         if not args.request:
@@ -124,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             items = items[: args.limit]
     pipeline = build_pipeline(args, modes)
     failed = 0
+    code = 0
     for mode in modes:
         s = pipeline.run(items, args.out, mode, retry_errors=args.retry_errors, progress=not args.no_progress)
         failed += s.failed
+        if s.done and args.image is None:
+            reasons = _error_reasons(s.run_dir, s.failed)
+            code = max(code, verdict(f"inference {mode}", s.done, s.done - s.failed, reasons, args.max_loss))
         print(
             json.dumps(
                 {
@@ -150,4 +165,17 @@ def main(argv: list[str] | None = None) -> int:
             if trace["error"]:
                 print(f"{mode}: {trace['error']}", file=sys.stderr)
         return 1
-    return 0
+    return code
+
+
+def _error_reasons(run_dir: Path, failed: int) -> dict[str, int]:
+    """Error kinds (the text before the first colon) of a run folder's failed traces."""
+    from inference.pipeline import read_traces
+
+    reasons: dict[str, int] = {}
+    if failed:
+        for trace in read_traces(run_dir):
+            if trace.get("error"):
+                reason = str(trace["error"]).split(":", 1)[0][:60]
+                reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons

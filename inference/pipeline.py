@@ -309,7 +309,8 @@ class EditingPipeline:
         if not idx:
             return {}
         # Agent answers depend only on (item, run seed), not on the mode: a run over several modes asks
-        # each agent once per item and reuses the answer (and its time) for the other modes.
+        # each agent once per item and reuses the answer for the other modes, whose traces record
+        # no time for that stage and name it under "reused".
         memo = self._agent_results
         todo = [i for i in idx if (stage, traces[i]["id"]) not in memo]
         fresh: dict[int, tuple[AgentResult, float]] = {}
@@ -329,7 +330,11 @@ class EditingPipeline:
                 memo.update({(stage, traces[i]["id"]): answer for i, answer in fresh.items()})
         parsed = {}
         for i in idx:
-            res, share = fresh[i] if i in fresh else memo[(stage, traces[i]["id"])]
+            if i in fresh:
+                res, share = fresh[i]
+            else:  # answered for an earlier mode of this run: no time spent now
+                (res, _), share = memo[(stage, traces[i]["id"])], 0.0
+                traces[i].setdefault("reused", []).append(stage)
             traces[i]["timings"][f"{stage}_s"] = share
             parsed[i] = res.parsed
             if stage == "decompose":

@@ -3,6 +3,7 @@ tool editor on synthetic scenes (exact outputs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import urllib.parse
@@ -162,6 +163,11 @@ def test_agents_answer_once_per_item_across_modes(eval_set, tmp_path):
     assert sorted(decomposer.calls) == sorted(it.id for it in items)  # asked once, reused by multi
     single = {t["id"]: t["decomposition"] for t in read_traces(tmp_path / "single")}
     assert all(t["decomposition"] == single[t["id"]] for t in read_traces(tmp_path / "multi"))
+    # the time is spent once: the second mode records none for the reused stages, and says so
+    assert all("reused" not in t for t in read_traces(tmp_path / "single"))
+    for t in read_traces(tmp_path / "multi"):
+        assert t["reused"] == ["decompose", "sequence"]
+        assert t["timings"]["decompose_s"] == 0.0 and t["timings"]["sequence_s"] == 0.0
 
 
 @pytest.mark.parametrize("mode", ["single", "multi"])
@@ -358,6 +364,26 @@ def test_cli_records_several_modes_with_resume(tmp_path, eval_set, capsys):
     assert cli_main(args[:-2]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [(x["done"], x["skipped"]) for x in lines] == [(3, 5), (3, 5)]
+
+
+def test_cli_exits_non_zero_when_a_mode_loses_too_much_and_errors_are_one_line(tmp_path, eval_set, capsys):
+    # the oracle decomposer needs ground truth: records without it lose every item in mode single
+    import shutil
+
+    bare = shutil.copytree(eval_set, tmp_path / "bare")
+    write_records(bare, [dataclasses.replace(r, decomposition=None) for r in read_records(bare)][:4])
+    args = ["--records", str(bare), "--editor", "tool", "--decomposer", "ground_truth", "--no-progress"]
+    assert cli_main([*args, "--out", str(tmp_path / "a"), "--sequencer", "ground_truth"]) == 1
+    err = capsys.readouterr().err
+    assert "inference single: FAILED: kept nothing: kept 0 of 4; top reasons: ground_truth=4" in err
+    assert cli_main([*args, "--out", str(tmp_path / "b"), "--sequencer", "template", "--max-loss", "1"]) == 1
+    assert (
+        cli_main(["--records", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), "--editor", "tool"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m inference: error: FileNotFoundError: no records.jsonl in")
+    assert not any("Traceback" in line for line in err)
 
 
 def test_hosted_editor_calls_run_concurrently_within_a_batch(eval_set, tmp_path):

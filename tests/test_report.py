@@ -224,3 +224,18 @@ def test_cli_report_entry_point(tmp_path):
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == out / "report.md"
     assert (out / "reward_curves.png").exists() and (out / "table1.csv").exists()
+
+
+def test_report_warns_on_duplicate_rows_of_one_item(tmp_path, caplog):
+    from eval.scores import duplicate_keys
+
+    rows = read_scores(MAIN)
+    assert duplicate_keys(rows) == {}
+    copy = tmp_path / "again.jsonl"
+    copy.write_text(MAIN.read_text().splitlines()[0] + "\n")  # a rerun's row in a second file
+    with caplog.at_level("WARNING"):
+        report = build_report([MAIN, copy], tmp_path / "r").read_text()
+    assert (
+        "WARNING: 1 (item, benchmark, method, editor, evaluator) keys have more than one score row" in report
+    )
+    assert "more than one score row" in caplog.text
