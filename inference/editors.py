@@ -126,6 +126,12 @@ class DiffusersEditor(Editor):
     def edit(self, image: Image.Image, instruction: str, seed: int = 0) -> Image.Image:
         import torch
 
+        from inference.fileio import BadImage, check_fit
+
+        try:  # a strip or a speck would end in a ZeroDivisionError deep in the pipeline's resizing
+            check_fit(image.width, image.height, f"{self.name} input")
+        except BadImage as exc:
+            raise EditorError(str(exc)) from None
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         with torch.inference_mode():
             out = self.pipe(

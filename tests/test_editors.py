@@ -55,6 +55,11 @@ def test_flux_kontext_size_kwargs_disable_the_1mp_resize(flux):
     assert kw == {"width": 64, "height": 48, "max_area": 64 * 48, "_auto_resize": False}
 
 
+def test_diffusers_editor_refuses_an_image_the_models_cannot_take(flux):
+    with pytest.raises(EditorError, match="image_too_small: flux_kontext input: 4000x8"):
+        flux.edit(Image.new("RGB", (4000, 8)), "make it red")
+
+
 def test_qwen_image_edit_edits_at_the_input_size(tiny_qwen_edit_dir):
     editor = make_editor(
         "qwen_image_edit",
