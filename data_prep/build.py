@@ -1,7 +1,8 @@
 """Benchmarks -> eval sets (records folders), teacher annotation, ground truth, verl/EasyR1 RL data.
 
-    # eval set the way the paper sampled it (PSR: all 328; RealEdit test / UltraEdit: 1,000, seed 0)
-    python -m data_prep.build eval --preset realedit --input /data/realedit/test.csv --out outputs/data/realedit
+    # eval set the way the paper sampled it (PSR-328: all 328; RealEdit test / UltraEdit: 1,000, seed 0)
+    python -m data_prep.build eval --preset realedit-csv --input /data/realedit/test.csv \
+        --image-dir /data/realedit/images --out outputs/data/realedit
     python -m data_prep.build eval --preset ultraedit --input /data/UltraEdit --out outputs/data/ultraedit \
         --columns instruction=edit_prompt --workers 2
     # ground truth: import a JSONL, or annotate with a teacher VLM over an OpenAI-compatible endpoint
@@ -12,7 +13,8 @@
 
 Every run streams rows in shards (`parts/` under the output), writes each shard atomically and
 skips shards already done on a rerun (resume), and writes `report.json` (seen, kept, skipped by
-reason, normalisations). One bad row never stops a run.
+reason, normalisations). One bad row never stops a run; a run that keeps nothing or loses more
+than --max-loss exits 1, an error exits 2 with one line (--debug: the traceback).
 """
 
 from __future__ import annotations
