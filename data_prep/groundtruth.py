@@ -30,7 +30,7 @@ from PIL import Image
 from data_prep.records import Record
 from data_prep.report import Report
 from inference.backends import ChatBackend, Sampling
-from inference.fileio import atomic_open, write_jsonl
+from inference.fileio import atomic_open, remove_stale_temps, write_jsonl
 from inference.prompts import decomposition_prompt, user_message
 from inference.protocol import Decomposition, parse_decomposition
 
@@ -109,6 +109,7 @@ class AnswerCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        remove_stale_temps(self.root)  # entries a killed run was writing
 
     @staticmethod
     def key(model: str, prompt: str, image_hash: str, sampling: Sampling, attempt: int) -> str:
@@ -283,6 +284,7 @@ def _done(value: Any) -> Future:
 
 def write_annotations(path: str | os.PathLike, annotations: Iterable[Annotation], model: str) -> int:
     """The importer's JSONL (`read_ground_truth` reads it back): accepted annotations only."""
+    remove_stale_temps(Path(path).parent, recursive=False, target=Path(path).name)
     return write_jsonl(
         path,
         (

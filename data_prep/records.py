@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from inference.fileio import load_rgb, read_jsonl_lines, write_jsonl
+from inference.fileio import load_rgb, read_jsonl_lines, remove_stale_temps, write_jsonl
 from inference.protocol import Decomposition, EditPlan
 
 RECORDS_FILE = "records.jsonl"
@@ -117,5 +117,6 @@ def write_records(folder: str | os.PathLike, records: Iterable[Record]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RECORDS_FILE
+    remove_stale_temps(folder, recursive=False, target=RECORDS_FILE)
     write_jsonl(path, (record.to_json(folder) for record in records))
     return path

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from eval.judge import JudgeItem, Judgement, RubricJudge
 from eval.scores import failed_fields, write_scores
 from eval.verifier import PrincipleVerifier, Verification, VerifyItem, principles_for
-from inference.fileio import load_rgb, write_text
+from inference.fileio import load_rgb, remove_stale_temps, write_text
 
 log = logging.getLogger(__name__)
 Scorer = RubricJudge | PrincipleVerifier
@@ -54,6 +54,7 @@ class JudgeCache:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.folder)  # entries a killed run was writing
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
@@ -143,6 +144,7 @@ def judge_run(
     if concurrency < 1 or batch_size < 1:
         raise ValueError(f"concurrency and batch_size must be >= 1, got {concurrency} and {batch_size}")
     cache = JudgeCache(cache_dir if cache_dir is not None else Path(out_path).parent / ".judge_cache")
+    remove_stale_temps(Path(out_path).parent, recursive=False, target=Path(out_path).name)
     traces = _read_traces(run_folder)[:limit]
     evaluator = evaluator or scorer.model_id
     sampling = scorer.sampling.to_dict()
