@@ -21,6 +21,8 @@ CSS = """
 #: How often a streaming decomposition refreshes the page (seconds).
 STREAM_REFRESH_S = 0.25
 SCORE_HEADERS = ["mode", "fulfillment (0-4)", "quality (0-3)", "preservation (0-3)", "total (0-10)", "error"]
+#: No "share" button (it offers to upload to a hosted service); download and fullscreen stay.
+IMAGE_BUTTONS = ["download", "fullscreen"]
 REFERENCE_HEADERS = ["mode", "exact match", "PSNR dB", "SSIM", "error"]
 
 
@@ -145,6 +147,7 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                         label="Input",
                         type="pil",
                         format="png",
+                        buttons=IMAGE_BUTTONS,
                         interactive=False,
                         height=200,
                         elem_id="input_image",
@@ -154,6 +157,7 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                         label="Target (exact, examples only)",
                         type="filepath",
                         format="png",
+                        buttons=IMAGE_BUTTONS,
                         interactive=False,
                         height=200,
                         elem_id="target_image",
@@ -193,6 +197,7 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                 label="Edited (the plan)",
                 type="filepath",
                 format="png",
+                buttons=IMAGE_BUTTONS,
                 interactive=False,
                 height=260,
                 elem_id="edited_image",
@@ -202,13 +207,19 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                 label="Original mode (the raw request)",
                 type="filepath",
                 format="png",
+                buttons=IMAGE_BUTTONS,
                 interactive=False,
                 height=260,
                 elem_id="original_image",
                 elem_classes=["pixelated"],
             )
             steps = gr.Gallery(
-                label="Multi-turn steps", columns=4, height=260, elem_id="steps", elem_classes=["pixelated"]
+                label="Multi-turn steps",
+                columns=4,
+                height=260,
+                buttons=["download", "fullscreen"],
+                elem_id="steps",
+                elem_classes=["pixelated"],
             )
         reference = gr.Dataframe(
             headers=REFERENCE_HEADERS,
