@@ -245,6 +245,9 @@ def test_uploads_are_checked_and_errors_are_shown_in_words(served, client, taugh
     bomb = _png_header_only(tmp_path / "bomb.png", 50_000, 50_000)
     refused = client.predict(handle_file(str(bomb)), api_name="/upload")
     assert "upload refused: decompression_bomb" in refused[3]
+    Image.new("RGB", (12, 12), "white").save(tmp_path / "speck.png")
+    speck = client.predict(handle_file(str(tmp_path / "speck.png")), api_name="/upload")
+    assert "upload refused: image_too_small" in speck[3]
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     assert "upload refused: corrupt_image" in client.predict(handle_file(str(text)), api_name="/upload")[3]
@@ -292,3 +295,10 @@ def test_python_m_inference_app_serves_the_embedded_default_on_localhost(tmp_pat
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_package_and_the_app_module_import_without_gradio():
+    """gradio is imported only when the page is built: `import inference` and the CLI never need it."""
+    code = "import sys; sys.modules['gradio'] = None; import inference, inference.app, inference.cli; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -6,6 +6,7 @@ Upload an example image, type the request, run; change one sub-request, run agai
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,17 @@ from inference.testing import taught_on_first_item, write_synthetic_eval_set
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WAIT_S = 120
+HEADLESS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu")
+#: Chromium's own calls home (updates, sync, safe browsing, metrics): off, the test machine has no network.
+NO_BACKGROUND_NETWORK = (
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--metrics-recording-only",
+    "--safebrowsing-disable-auto-update",
+)
 
 pytestmark = pytest.mark.skipif(
     not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
@@ -60,8 +72,9 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    for arg in (*HEADLESS, *NO_BACKGROUND_NETWORK):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # to list the page's requests
     options.add_argument("--window-size=1400,1900")
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
@@ -100,6 +113,16 @@ def _type_into(driver, elem_id: str, text: str) -> None:
     box.send_keys(text)
 
 
+def _requested_urls(driver) -> set[str]:
+    """Every URL the page asked for so far (Chromium's performance log)."""
+    urls = set()
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.add(message["params"]["request"]["url"])
+    return urls
+
+
 def test_upload_run_change_a_sub_request_run_again(browser, url, example, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -129,5 +152,9 @@ def test_upload_run_change_a_sub_request_run_again(browser, url, example, tmp_pa
     ).get_attribute("value")
     shot = tmp_path / "app.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    # the page is served whole by the app: no fonts, scripts or calls from anywhere else
+    urls = _requested_urls(browser)
+    assert any(u.startswith(url) for u in urls)
+    assert not [u for u in urls if not u.startswith((url, "data:", "blob:"))]
     if os.environ.get("APP_SCREENSHOT"):
         shutil.copyfile(shot, Path(os.environ["APP_SCREENSHOT"]))
