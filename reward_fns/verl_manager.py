@@ -63,7 +63,18 @@ def reward_component_means(
 
 
 class RewardComponentMetrics:
-    """Mixin for verl's replay buffers: training batches also report reward component means."""
+    """Mixin for verl's replay buffers: training batches also report reward component means.
+
+    `trainer.v1.sampler.sampler_kwargs.poll_interval` sets how often the buffer checks for finished
+    rollouts (verl's default 2 s, `replay_buffer.py:144`, rounds every generation of a tiny CPU model
+    up to a multiple of 2 s; the CPU cluster group sets 0.05)."""
+
+    def __init__(self, *args: Any, sampler_kwargs: Any = None, **kwargs: Any) -> None:
+        options = dict(sampler_kwargs or {})
+        poll = options.pop("poll_interval", None)
+        if poll is not None:
+            kwargs["poll_interval"] = float(poll)
+        super().__init__(*args, sampler_kwargs=options, **kwargs)
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int):
         batch, metrics = super().sample(global_steps, partition_id, batch_size)
