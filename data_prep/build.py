@@ -48,7 +48,7 @@ from inference.fileio import (
     save_png,
     write_json,
 )
-from inference.outcome import add_outcome_flags, quiet_http_logs, run_cli, verdict
+from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
 from inference.protocol import Decomposition
 
 PARTS_DIR = "parts"
@@ -488,7 +488,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     quiet_http_logs(args.debug)
-    return run_cli(f"data_prep {args.command}", lambda: _run(args), args.debug)
+    return _run(args)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`python -m data_prep.build`: `main`, with an error as one line and exit 2 (`--debug`: traceback)."""
+    argv = command_line(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    return run_cli(f"data_prep {command}".strip(), lambda: main(argv), "--debug" in argv)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -582,4 +589,4 @@ def clean_parts(out_dir: str | os.PathLike) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

@@ -2,6 +2,6 @@
 
 import sys
 
-from eval.cli import main
+from eval.cli import cli
 
-sys.exit(main())
+sys.exit(cli())

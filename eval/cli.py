@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.backends import Sampling
-from inference.outcome import add_outcome_flags, quiet_http_logs, run_cli, verdict
+from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
 
 BACKEND_KINDS = ("transformers", "vllm", "openai", "gemini")
 
@@ -151,7 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     quiet_http_logs(args.debug)
-    return run_cli(f"eval {args.command}", lambda: _run(args), args.debug)
+    return _run(args)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """`python -m eval`: `main`, with an error as one line and exit 2 (`--debug`: the traceback)."""
+    argv = command_line(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    return run_cli(f"eval {command}".strip(), lambda: main(argv), "--debug" in argv)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -217,4 +224,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -1,5 +1,5 @@
 """`python -m inference ...`: the editing pipeline's command line (see inference/cli.py)."""
 
-from inference.cli import main
+from inference.cli import cli
 
-raise SystemExit(main())
+raise SystemExit(cli())

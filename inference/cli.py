@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from inference.outcome import add_outcome_flags, quiet_http_logs, run_cli, verdict
+from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
 from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline, Item, items_from_records
 
 DEFAULT_LLM = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -119,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     quiet_http_logs(args.debug)  # one INFO line per HTTP request otherwise
-    return run_cli("python -m inference", lambda: _run(args), args.debug)
+    return _run(args)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`python -m inference`: `main`, with an error as one line and exit 2 (`--debug`: the traceback)."""
+    argv = command_line(argv)
+    return run_cli("python -m inference", lambda: main(argv), "--debug" in argv)
 
 
 def _run(args: argparse.Namespace) -> int:

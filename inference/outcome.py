@@ -2,7 +2,9 @@
 
 A stage that keeps nothing, or loses more than `--max-loss` of what it saw (default: half), exits
 1 with one summary line naming the top reasons; an error is one clear line on stderr, exit 2 (the
-traceback with `--debug`). Success exits 0.
+traceback with `--debug`). Success exits 0. Each package's `main(argv)` returns the code and
+raises on errors (callers in Python see the exception); its `cli(argv)`, what `python -m` runs,
+turns the exception into the line.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 #: Default largest fraction of items a stage may lose and still exit 0.
 DEFAULT_MAX_LOSS = 0.5
@@ -48,8 +50,14 @@ def verdict(stage: str, seen: int, kept: int, reasons: Mapping[str, int], max_lo
     return EXIT_LOSSY
 
 
+def command_line(argv: Sequence[str] | None) -> list[str]:
+    """The arguments a command runs with (`sys.argv[1:]` when None)."""
+    return list(sys.argv[1:] if argv is None else argv)
+
+
 def run_cli(prog: str, body: Callable[[], int], debug: bool) -> int:
-    """Run a command's body: an exception becomes one line `prog: error: ...` and exit 2, unless `debug`."""
+    """Run a command's `main` as a command line: an exception becomes one line `prog: error: ...` and
+    exit 2, unless `debug`. (`main` itself raises, as a library function should.)"""
     try:
         return body()
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from data_prep.build import build_eval_set, build_rl_data, main, sample_ranks
+from data_prep.build import build_eval_set, build_rl_data, cli, main, sample_ranks
 from data_prep.readers import PRESETS, ColumnError, ColumnMap, open_source
 from data_prep.records import read_records
 from inference.fileio import BadImage, load_image
@@ -291,10 +291,12 @@ def test_cli_resume_skips_finished_shards_and_workers_agree(capsys, tmp_path):
     assert main([*args, "--shard-rows", "8", "--no-progress"]) == 0
     assert (out / "records.jsonl").read_text() == first
     assert shard0.stat().st_mtime_ns == stamp  # finished shard not redone
-    assert main([*args, "--shard-rows", "4", "--no-progress"]) == 2  # one line, no traceback
+    assert cli([*args, "--shard-rows", "4", "--no-progress"]) == 2  # one line, no traceback
     assert "data_prep eval: error: ValueError:" in capsys.readouterr().err
     with pytest.raises(ValueError, match="other settings"):
-        main([*args, "--shard-rows", "4", "--no-progress", "--debug"])
+        cli([*args, "--shard-rows", "4", "--no-progress", "--debug"])
+    with pytest.raises(ValueError, match="other settings"):  # main is the library call: it raises
+        main([*args, "--shard-rows", "4", "--no-progress"])
     par = tmp_path / "par"
     main(
         ["eval", "--preset", "realedit", "--input", str(csv_path), "--out", str(par), "--sample", "-1"]
@@ -493,9 +495,7 @@ def test_stages_that_keep_nothing_or_lose_too_much_exit_non_zero(tmp_path, capsy
     assert main([*args, "--out", str(tmp_path / "c"), "--max-loss", "0.7"]) == 0
     assert main(["rl", "--records", str(tmp_path / "c"), "--out", str(tmp_path / "rl"), "--no-progress"]) == 1
     assert "no_ground_truth=2" in capsys.readouterr().err
-    assert (
-        main(["eval", "--preset", "realedit-csv", "--input", str(tmp_path / "nope.csv"), "--out", "x"]) == 2
-    )
+    assert cli(["eval", "--preset", "realedit-csv", "--input", str(tmp_path / "nope.csv"), "--out", "x"]) == 2
     assert (
         capsys.readouterr().err.strip().startswith("data_prep eval: error: FileNotFoundError: no dataset at")
     )

@@ -19,6 +19,7 @@ from PIL import Image
 from data_prep.records import IMAGES_DIR, Record, read_records, write_records
 from data_prep.synthetic import save_png, scene_of
 from inference.agents import TemplateSequencer
+from inference.cli import cli
 from inference.cli import main as cli_main
 from inference.editors import make_editor
 from inference.pipeline import (
@@ -378,8 +379,7 @@ def test_cli_exits_non_zero_when_a_mode_loses_too_much_and_errors_are_one_line(t
     assert "inference single: FAILED: kept nothing: kept 0 of 4; top reasons: ground_truth=4" in err
     assert cli_main([*args, "--out", str(tmp_path / "b"), "--sequencer", "template", "--max-loss", "1"]) == 1
     assert (
-        cli_main(["--records", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), "--editor", "tool"])
-        == 2
+        cli(["--records", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), "--editor", "tool"]) == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m inference: error: FileNotFoundError: no records.jsonl in")
