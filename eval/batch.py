@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from eval.judge import JudgeItem, Judgement, RubricJudge
 from eval.scores import failed_fields, write_scores
 from eval.verifier import PrincipleVerifier, Verification, VerifyItem, principles_for
-from inference.fileio import load_rgb, remove_stale_temps, write_text
+from inference.fileio import BadImage, load_rgb, remove_stale_temps, write_text
 
 log = logging.getLogger(__name__)
 Scorer = RubricJudge | PrincipleVerifier
@@ -164,7 +164,7 @@ def judge_run(
             continue
         try:
             original, edited = _load_judged(trace["input_image"]), _load_judged(trace["output_image"])
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, BadImage) as exc:  # BadImage: missing, corrupt, a bomb
             rows[index] = labels | failed_fields(f"cannot load images: {type(exc).__name__}: {exc}")
             continue
         request = str(trace["instruction"])

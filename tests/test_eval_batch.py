@@ -187,3 +187,23 @@ def test_reference_metrics_of_the_oracle_run_are_exact(run, tmp_path):
     failed = [r for r in original if r["error"]]
     assert all(r["psnr"] is None and r["exact"] is False for r in failed)
     assert all(r["decomposition"] is None for r in original)  # mode original has no decomposition
+
+
+def test_an_unreadable_edited_image_is_a_failure_row_not_a_crash(run, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    folder = shutil.copytree(run / "runs" / "multi", tmp_path / "multi")
+    traces = sorted(folder.glob("*.json"))
+    trace = json.loads(traces[0].read_text())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(trace["output_image"]).read_bytes()[:40])  # truncated
+    trace["output_image"] = str(broken)
+    traces[0].write_text(json.dumps(trace))
+    backend = CountingBackend()
+    rows = judge_run(
+        folder, RubricJudge(backend), tmp_path / "s.jsonl", benchmark="synthetic", progress=False
+    )
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 1 and "cannot load images: BadImage: corrupt_image" in failed[0]["error"]
+    assert backend.asked == N_ITEMS - 1
