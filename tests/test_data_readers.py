@@ -499,3 +499,36 @@ def test_stages_that_keep_nothing_or_lose_too_much_exit_non_zero(tmp_path, capsy
     assert (
         capsys.readouterr().err.strip().startswith("data_prep eval: error: FileNotFoundError: no dataset at")
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcd"), st.sampled_from(["en", "cn"]), st.text(max_size=5)), max_size=20
+    )
+)
+def test_grouping_and_filtering_keep_every_matching_reference_once(rows):
+    from data_prep.readers import _selected
+
+    m = ColumnMap(
+        id="id", instruction="i", image="im", references=("ref",), group_by_id=True, where=(("lang", "en"),)
+    )
+    table = [
+        (n, {"id": k, "lang": lang, "i": "x", "im": "y", "ref": r}) for n, (k, lang, r) in enumerate(rows)
+    ]
+    out = list(_selected(iter(table), m, None))
+    english = [(k, r) for k, lang, r in rows if lang == "en"]
+    assert [row["id"] for _, row in out] == list(dict.fromkeys(k for k, _ in english))
+    assert [i for i, _ in out] == list(range(len(out)))
+    for _, row in out:
+        assert row["ref"] == [r for k, r in english if k == row["id"] and r != ""]
+
+
+@given(st.text(max_size=40))
+def test_where_overrides_parse_or_fail_clearly(text):
+    try:
+        m = ColumnMap(instruction="i", image="im").with_overrides({"where": text})
+    except ValueError as exc:
+        assert "where wants column=value" in str(exc)
+    else:
+        assert all(isinstance(c, str) and c for c, _ in m.where)
