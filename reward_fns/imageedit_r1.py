@@ -2,7 +2,9 @@
 subjects and goals. One file, two entries:
 
 - verl: `reward.custom_reward_function.path=reward_fns/imageedit_r1.py`, `.name=compute_score`,
-  options via `+reward.custom_reward_function.reward_kwargs.<key>=<value>`.
+  options via `reward.custom_reward_function.reward_kwargs.<key>=<value>`, e.g.
+  `reward.custom_reward_function.reward_kwargs.mode=fuzzy` (no `+`: our recipes define reward_kwargs,
+  and Hydra refuses `+` on a key that exists).
 - EasyR1: `worker.reward.reward_function=reward_fns/imageedit_r1.py:compute_score_batch`,
   options via `worker.reward.reward_function_kwargs`.
 
