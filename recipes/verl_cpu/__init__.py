@@ -3,10 +3,10 @@
 Loaded in every process that imports verl (driver, TaskRunner, FSDP workers, reward workers,
 agent-loop workers, rollout servers) through verl's own hook for external modules:
 
-    VERL_USE_EXTERNAL_MODULES=recipes.verl_cpu VERL_PLATFORM=cpu python -m verl.trainer.main_ppo ...
+    VERL_USE_EXTERNAL_MODULES=recipes.verl_cpu.plugin VERL_PLATFORM=cpu python -m verl.trainer.main_ppo ...
 
-(`verl/__init__.py:49-52`; recipes/launch.py sets both for recipes with `trainer.device: cpu`, and
-the recipe passes them on to Ray's workers). Importing this module registers, without editing verl:
+(`verl/__init__.py:49-52`; recipes/launch.py sets both for recipes with `trainer.device: cpu` and
+hands them to Ray's workers). Importing `recipes.verl_cpu.plugin` registers, without editing verl:
 
 - the CPU platform (`platform.PlatformCPU`) in verl's PlatformRegistry,
 - verl's FSDP engine for device "cpu" in its EngineRegistry,
@@ -20,38 +20,21 @@ from __future__ import annotations
 
 import os
 
-from verl.workers.rollout import base as _rollout_base
-from verl.workers.rollout.replica import RolloutReplicaRegistry
-
-from recipes.verl_cpu import patches
-from recipes.verl_cpu.platform import PLATFORM_NAME, PlatformCPU
-from recipes.verl_cpu.rollout import ROLLOUT_NAME, HFReplica, HFServerAdapter
-
-__all__ = ["PLATFORM_NAME", "ROLLOUT_NAME", "PlatformCPU", "HFReplica", "HFServerAdapter", "launch_env"]
-
-MODULE = __name__
+PLATFORM_NAME = "cpu"
+#: actor_rollout_ref.rollout.name of the transformers rollout (recipes/config/rollout_engine/hf.yaml)
+ROLLOUT_NAME = "hf"
+#: What verl imports in every process (this package's __init__ stays free of verl imports).
+PLUGIN_MODULE = "recipes.verl_cpu.plugin"
 
 
 def launch_env(threads: int | None = None) -> dict[str, str]:
     """The environment verl needs in every process to run on this CPU (driver and Ray workers)."""
     threads = threads or os.cpu_count() or 1
     return {
-        "VERL_USE_EXTERNAL_MODULES": MODULE,
+        "VERL_USE_EXTERNAL_MODULES": PLUGIN_MODULE,
         "VERL_PLATFORM": PLATFORM_NAME,
         # Ray starts workers with OMP_NUM_THREADS=1; torch on CPU wants every core.
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
     }
-
-
-def _register() -> None:
-    _rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{HFServerAdapter.__module__}.HFServerAdapter"
-    RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFReplica)
-    if os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME:
-        patches.patch_process_group_backend()
-        patches.patch_reference_offload()
-        patches.register_fsdp_engine_for_cpu()
-
-
-_register()

@@ -16,7 +16,7 @@ import torch
 from verl.plugin.platform.platform_base import PlatformBase
 from verl.plugin.platform.platform_manager import PlatformRegistry
 
-PLATFORM_NAME = "cpu"
+from recipes.verl_cpu import PLATFORM_NAME
 
 
 class _CPUDeviceModule(ModuleType):

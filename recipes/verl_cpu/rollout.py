@@ -31,9 +31,10 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from recipes.verl_cpu import ROLLOUT_NAME
+
 logger = logging.getLogger(__name__)
 
-ROLLOUT_NAME = "hf"
 #: Special tokens a response must never contain (Qwen2-VL / Qwen2.5-VL / Qwen3-VL chat formats).
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 #: How long a batch waits for more requests of the same burst before it starts (seconds).
