@@ -2,10 +2,28 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# One environment per machine. On a CPU/dev machine `make setup` makes .venv/ from requirements.txt
+# (stamp .venv/.installed) and every target installs it first. On a GPU node `make setup-gpu` makes
+# .venv/ from requirements-gpu.txt + flash-attn (stamp .venv/.installed-gpu) and no target ever
+# installs requirements.txt there. PYTHON=/path/to/python, or an activated environment (VIRTUAL_ENV),
+# is used as it is, with nothing installed.
+BASE_PYTHON ?= python3
 VENV := .venv
-PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+GPU_STAMP := $(VENV)/.installed-gpu
+ifneq ($(filter command line environment,$(origin PYTHON)),)
+  PY := $(PYTHON)
+  ENV_DEPS :=
+else ifneq ($(and $(VIRTUAL_ENV),$(filter-out $(abspath $(VENV)),$(abspath $(VIRTUAL_ENV)))),)
+  PY := $(VIRTUAL_ENV)/bin/python
+  ENV_DEPS :=
+else ifneq ($(wildcard $(GPU_STAMP)),)
+  PY := $(VENV)/bin/python
+  ENV_DEPS :=
+else
+  PY := $(VENV)/bin/python
+  ENV_DEPS := $(STAMP)
+endif
 
 # Training launch knobs (see recipes/README.md).
 NODES ?= 1
@@ -25,51 +43,66 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup test test-slow lint style demo bench train submit export tiny clean
+.PHONY: help setup setup-gpu doctor test test-slow lint style demo bench train submit export tiny clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -f $(GPU_STAMP) ]; then echo "error: $(VENV)/ is this node's GPU environment (make setup-gpu); requirements.txt would replace its torch/transformers. Use PYTHON=... for another environment." >&2; exit 2; fi
+	@test -x $(VENV)/bin/python || $(BASE_PYTHON) -m venv $(VENV)
 	@# pip 23's resolver backtracks for many minutes on verl's extras; a current pip resolves at once.
-	$(PY) -m pip install --disable-pip-version-check -q --upgrade "pip>=25"
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q --upgrade "pip>=25"
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv/ with the CPU/dev install (idempotent; seconds when nothing changed)
+$(GPU_STAMP): requirements-gpu.txt
+	@if [ -f $(STAMP) ]; then echo "error: $(VENV)/ is the CPU/dev environment (make setup); a GPU node gets its own: rm -rf $(VENV) first, or a separate checkout." >&2; exit 2; fi
+	@test -x $(VENV)/bin/python || $(BASE_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q --upgrade "pip>=25"
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -r requirements-gpu.txt
+	@# flash-attn builds against the torch above, hence after it and without build isolation.
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --no-build-isolation flash-attn==2.8.3
+	@touch $(GPU_STAMP)
 
-test: $(STAMP) ## Run the fast test suite (offline, CPU)
+setup: $(ENV_DEPS) ## Create .venv/ with the CPU/dev install (idempotent; seconds when nothing changed)
+
+setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ from requirements-gpu.txt + flash-attn; train/submit/export then run in it
+
+test: $(ENV_DEPS) ## Run the fast test suite (offline, CPU)
 	$(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## Run the slow tests too (the measured CPU GRPO run, ~15 min)
+test-slow: $(ENV_DEPS) ## Run the slow tests too (the measured CPU GRPO run, ~15 min)
 	$(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff check + format check
+lint: $(ENV_DEPS) ## ruff check + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-style: $(STAMP) ## Fix what ruff can fix and format the code
+style: $(ENV_DEPS) ## Fix what ruff can fix and format the code
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-demo: $(STAMP) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report
+demo: $(ENV_DEPS) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report
 	$(PY) -m recipes.demo $(ARGS)
 
-bench: $(STAMP) ## Benchmarks of every stage; results in outputs/bench/
+bench: $(ENV_DEPS) ## Benchmarks of every stage; results in outputs/bench/
 	@set -e; for m in reward_fns data_prep recipes inference eval; do \
 	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench; fi; done
 
-train: $(STAMP) ## GRPO on verl: make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]
-	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) bash recipes/train.sh $(ARGS)
+doctor: $(ENV_DEPS) ## Preflight of a recipe here: versions, vLLM kwargs, GPUs, Ray cluster, image budget
+	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) $(PY) -m recipes.doctor $(ARGS)
 
-submit: $(STAMP) ## Same job to a running Ray cluster (RAY_ADDRESS=http://head:8265)
-	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) bash recipes/submit.sh $(ARGS)
+train: $(ENV_DEPS) ## GRPO on verl: make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]
+	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) PYTHON=$(PY) bash recipes/train.sh $(ARGS)
 
-export: $(STAMP) ## Merge a verl FSDP checkpoint into a HF folder: make export CKPT=.../global_step_N [OUT=dir]
-	CKPT=$(CKPT) OUT=$(OUT) bash recipes/export.sh
+submit: $(ENV_DEPS) ## Same job to a running Ray cluster (RAY_ADDRESS=http://head:8265)
+	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) PYTHON=$(PY) bash recipes/submit.sh $(ARGS)
 
-tiny: $(STAMP) ## Build the tiny offline models into outputs/tiny (make tiny OUT=dir)
+export: $(ENV_DEPS) ## Merge a verl FSDP checkpoint into a HF folder: make export CKPT=.../global_step_N [OUT=dir]
+	CKPT=$(CKPT) OUT=$(OUT) PYTHON=$(PY) bash recipes/export.sh
+
+tiny: $(ENV_DEPS) ## Build the tiny offline models into outputs/tiny (make tiny OUT=dir)
 	$(PY) -m inference.tiny --out $(if $(OUT),$(OUT),outputs/tiny)
 
 # The interactive app (inference/app.py) and Debian's headless Chromium for its browser test
@@ -78,7 +111,7 @@ tiny: $(STAMP) ## Build the tiny offline models into outputs/tiny (make tiny OUT
 .PHONY: app browser
 setup: browser
 
-app: $(STAMP) ## Editing app on http://127.0.0.1:7860 (ARGS="--llm-model DIR --editor ... --judge-model ...")
+app: $(ENV_DEPS) ## Editing app on http://127.0.0.1:7860 (ARGS="--llm-model DIR --editor ... --judge-model ...")
 	$(PY) -m inference.app $(ARGS)
 
 browser: ## Install Debian's chromium + chromium-driver for the browser test (as root; skipped when present)

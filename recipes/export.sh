@@ -43,8 +43,7 @@ trap 'rm -rf "$PARTIAL"' EXIT  # a failed merge leaves nothing behind
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="$ROOT/.venv/bin/python"
-[[ -x "$PYTHON" ]] || PYTHON=python
+source "$ROOT/recipes/python.sh"
 
 echo "+ $PYTHON -m verl.model_merger merge --backend fsdp --local_dir $ACTOR --target_dir $OUT" >&2
 "$PYTHON" -m verl.model_merger merge --backend fsdp --local_dir "$ACTOR" --target_dir "$PARTIAL"

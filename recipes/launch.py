@@ -2,11 +2,14 @@
 
 Used by recipes/train.sh and recipes/submit.sh. A recipe is a verl config (recipes/config/), so the GPU
 command is verl's own `python -m verl.trainer.main_ppo --config-path ... --config-name ...`; a recipe
-with `trainer.device: cpu` runs `python -m recipes.cpu_grpo` instead (verl has no CPU trainer). The
+with `trainer.device: cpu` runs the same trainer on this CPU through the recipes/verl_cpu plugin. The
 checks here fail in seconds where verl would fail after starting Ray, or hang:
 - no GPU on this node (verl: "Total available GPUs 0 is less than total desired GPUs N"),
 - `ray_kwargs.ray_init.num_cpus` too low for verl's actors (verl: hangs with no error),
-- with DRY_RUN, verl's own `validate_config`, called exactly as `verl.trainer.main_ppo.main` calls it.
+- with DRY_RUN, verl's own `validate_config`, called exactly as `verl.trainer.main_ppo.main` calls it,
+and `recipes.doctor`'s preflight (versions, vLLM engine kwargs, GPUs, cluster, image budget) on every route.
+Every recipe goes through the same plan: paths made absolute (`local_path_overrides`), the environment
+workers need (`worker_env`) given to the driver and to verl's `ray_kwargs.ray_init.runtime_env.env_vars`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ CONFIG_PKG = "pkg://recipes.config"
 RUNTIME_ENV_FILE = REPO_ROOT / "recipes" / "runtime_env.yaml"
 GPU_ENTRY = "verl.trainer.main_ppo"
 SFT_ENTRY = "verl.trainer.sft_trainer"
-CPU_ENTRY = "recipes.cpu_grpo"
+#: The paper's recipe on a CPU: verl's own trainer through the recipes/verl_cpu plugin.
 CPU_RECIPE = "imageedit_r1_tiny"
 DEFAULT_RAY_ADDRESS = "http://127.0.0.1:8265"
 #: Environment variables a submitted job takes along (besides those named in runtime_env.yaml).
@@ -39,6 +42,27 @@ FORWARDED_ENV_PREFIXES = ("WANDB_", "HF_", "TRANSFORMERS_", "VERL_")
 FORWARDED_ENV_NAMES = ("TOKENIZERS_PARALLELISM",)
 #: Printed as *** (they still reach the job, through a file only the user can read).
 SECRET_SUFFIXES = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+#: Config keys naming local files or folders. verl opens them relative to each Ray worker's current
+#: folder (verl/utils/import_utils.py:177-178 for the reward file and replay buffer), and it forces
+#: `working_dir: None` outside a Ray job (verl/trainer/constants_ppo.py:114-121): on a cluster started
+#: from another folder a relative path names nothing. The launcher passes them absolute.
+CODE_PATH_KEYS = (
+    "reward.custom_reward_function.path",
+    "trainer.v1.sampler.custom_sampler.path",
+    "data.custom_cls.path",
+)
+OUTPUT_PATH_KEYS = ("trainer.default_local_dir",)
+DATA_PATH_KEYS = (
+    "data.train_files",
+    "data.val_files",
+    "actor_rollout_ref.model.path",
+    "assets.data.dir",
+    "assets.model.dir",
+    *OUTPUT_PATH_KEYS,
+)
+#: verl's runtime_env key for the variables of every Ray worker (main_ppo.py:64-72 merges it over
+#: verl's own defaults and passes it to ray.init).
+RUNTIME_ENV_VARS_KEY = "ray_kwargs.ray_init.runtime_env.env_vars"
 
 
 class LaunchError(RuntimeError):
@@ -98,9 +122,7 @@ def cluster_overrides(config: DictConfig, nodes: int | None, gpus: int | None) -
 
 
 def training_command(recipe: str, overrides: Sequence[str], config: DictConfig, python: str) -> list[str]:
-    """verl's own trainer for GPU recipes, the in-process CPU GRPO trainer for `trainer.device: cpu`."""
-    if is_cpu(config):
-        return [python, "-m", CPU_ENTRY, "--config-name", recipe, *overrides]
+    """verl's own trainer, on GPUs and (`trainer.device: cpu`, through recipes/verl_cpu) on a CPU alike."""
     recipe_args = ["--config-path", CONFIG_PKG, "--config-name", recipe, *overrides]
     if is_sft(config):  # verl's SFT trainer is a torchrun program, one process per GPU
         if int(config.trainer.nnodes) != 1:
@@ -122,10 +144,94 @@ def training_command(recipe: str, overrides: Sequence[str], config: DictConfig, 
 
 
 def run_dir(config: DictConfig) -> Path:
-    """Where a run's metrics.jsonl goes (the CPU path's cpu.out_dir; the same layout on GPUs)."""
-    if is_cpu(config) and OmegaConf.select(config, "cpu.out_dir") is not None:
-        return Path(str(config.cpu.out_dir))
-    return Path("outputs") / "runs" / str(config.trainer.experiment_name)
+    """Where a run's metrics.jsonl goes, absolute: `eval curves` reads it there whichever folder the
+    trainer's processes run in."""
+    path = Path("outputs") / "runs" / str(config.trainer.experiment_name)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def metrics_path(config: DictConfig, environ: dict[str, str] | None = None) -> Path:
+    """verl's `file` logger target (VERL_FILE_LOGGER_PATH; the user's value wins), made absolute."""
+    environ = os.environ if environ is None else environ
+    given = environ.get("VERL_FILE_LOGGER_PATH")
+    path = Path(given) if given else run_dir(config) / "metrics.jsonl"
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def is_secret(name: str) -> bool:
+    return name.upper().rsplit("_", 1)[-1] in SECRET_SUFFIXES
+
+
+def worker_env(config: DictConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Every environment variable that must reach the trainer's processes, driver and Ray workers alike.
+
+    `make train` exports them to the driver and adds them to verl's ray_kwargs.ray_init.runtime_env.
+    env_vars (a Ray cluster started elsewhere gives its workers the environment of `ray start`, not
+    ours); `make submit` puts them in the job's runtime_env. Secret-named variables (*_KEY, *_TOKEN, ..)
+    are left out here: verl prints its ray.init arguments (main_ppo.py:76); `make submit` still
+    forwards them through its owner-only runtime_env file (`runtime_env`)."""
+    environ = dict(os.environ if environ is None else environ)
+    env = {
+        name: value
+        for name, value in environ.items()
+        if (name.startswith(FORWARDED_ENV_PREFIXES) or name in FORWARDED_ENV_NAMES) and not is_secret(name)
+    }
+    env["PYTHONPATH"] = str(REPO_ROOT)  # the reward file imports reward_fns, the CPU plugin recipes
+    env["VERL_FILE_LOGGER_PATH"] = str(metrics_path(config, environ))
+    # as the Makefile: W&B online only with a key (wandb refuses to start without one otherwise)
+    env.setdefault("WANDB_MODE", "online" if environ.get("WANDB_API_KEY") else "offline")
+    if is_cpu(config):  # verl's CPU platform and rollout, loaded in every process that imports verl
+        from recipes.verl_cpu import launch_env
+
+        env.update(launch_env())
+    return env
+
+
+def _is_local_relative(value: str) -> bool:
+    """A relative path into this checkout (`outputs/...`, `reward_fns/x.py`), not a hub id (`Qwen/...`)."""
+    if not value or "://" in value or value.startswith(("/", "~", "pkg:", "hdfs:")):
+        return False
+    first = Path(value).parts[0]
+    return first in (".", "..", "outputs") or (REPO_ROOT / first).exists()
+
+
+def local_path_overrides(config: DictConfig, keys: Sequence[str]) -> list[str]:
+    """`key=/abs/path` for each of `keys` whose (resolved) value is a relative path into this checkout;
+    the overrides come last, so they only restate the final values absolute."""
+    out = []
+    for key in keys:
+        value = OmegaConf.select(config, key)
+        values = list(value) if OmegaConf.is_list(value) else [value]
+        if not values or not all(isinstance(v, str) for v in values):
+            continue
+        output = key in OUTPUT_PATH_KEYS  # an output folder is never a hub id: any relative path is local
+        local = [
+            _is_local_relative(v) or (output and not Path(v).is_absolute() and "://" not in v) for v in values
+        ]
+        if not any(local):
+            continue
+        absolute = [
+            str((REPO_ROOT / v).resolve()) if is_local else v
+            for v, is_local in zip(values, local, strict=True)
+        ]
+        bad = [v for v in absolute if UNSAFE_FOR_SUBMIT & set(v)]
+        if bad:
+            raise LaunchError(
+                f"{key} resolves to {bad[0]!r}, a path with spaces or shell characters; move it"
+            )
+        out.append(f"{key}=[{','.join(absolute)}]" if OmegaConf.is_list(value) else f"{key}={absolute[0]}")
+    return out
+
+
+def hydra_string(value: str) -> str:
+    """A Hydra override value that stays a string (`false`, `1` would otherwise change type)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def env_var_overrides(env: dict[str, str]) -> list[str]:
+    """`++ray_kwargs.ray_init.runtime_env.env_vars.NAME='value'` for verl's ray.init (main_ppo.py:64-72).
+    `++` because verl's runtime_env node is a struct without env_vars (main_ppo.py:67-69)."""
+    return [f"++{RUNTIME_ENV_VARS_KEY}.{name}={hydra_string(value)}" for name, value in sorted(env.items())]
 
 
 def min_ray_cpus(config: DictConfig) -> int:
@@ -163,9 +269,8 @@ def check_gpus(config: DictConfig, available: int) -> None:
     if available == 0:
         raise LaunchError(
             "no GPU on this machine: verl's GRPO trainer needs GPUs (it has no CPU platform). "
-            f"For GRPO on CPU with a tiny model run `make train RECIPE={CPU_RECIPE}` "
-            f"(= python -m {CPU_ENTRY} --config-name {CPU_RECIPE}); `DRY_RUN=1 make train` checks this recipe "
-            "without GPUs; `make submit` sends it to a GPU Ray cluster."
+            f"For the same trainer on this CPU with a tiny model run `make train RECIPE={CPU_RECIPE}`; "
+            "`DRY_RUN=1 make train` checks this recipe without GPUs; `make submit` sends it to a GPU Ray cluster."
         )
     if available < want:
         raise LaunchError(
@@ -225,22 +330,38 @@ def plan(
     nodes: int | None = None,
     gpus: int | None = None,
     python: str | None = None,
+    route: str = "train",
+    environ: dict[str, str] | None = None,
 ) -> LaunchPlan:
-    """Compose the recipe with NODES/GPUS (GPU recipes) and the user's overrides, which win."""
+    """Compose the recipe with NODES/GPUS (GPU recipes) and the user's overrides, which win; then the
+    same for every recipe and route: local paths absolute, `worker_env` for the driver and the workers.
+
+    route "train" (this node or a cluster at RAY_ADDRESS): code and data paths absolute, worker_env as
+    verl runtime_env overrides. route "submit": the job runs in an uploaded copy of the checkout, where
+    the code paths resolve; data and outputs are made absolute (outputs/ is not uploaded), worker_env
+    travels in the job's runtime_env (`submit_spec`), since Ray refuses a ray.init runtime_env that
+    repeats the job's variables (ray/_private/worker.py:1797-1806)."""
+    if route not in ("train", "submit"):
+        raise LaunchError(f"unknown route {route!r}: train or submit")
     base = compose(recipe, overrides)
-    all_overrides = [*cluster_overrides(base, nodes, gpus), *overrides]
-    config = compose(recipe, all_overrides) if all_overrides != list(overrides) else base
+    user = [*cluster_overrides(base, nodes, gpus), *overrides]
+    config = compose(recipe, user) if user != list(overrides) else base
+    keys = DATA_PATH_KEYS if route == "submit" else (*CODE_PATH_KEYS, *DATA_PATH_KEYS)
+    env = worker_env(config, environ)
+    if route == "submit":
+        env.pop("PYTHONPATH")  # the job's working_dir is on its workers' sys.path
+    extra = local_path_overrides(config, keys) + (env_var_overrides(env) if route == "train" else [])
+    all_overrides = [*user, *extra]
+    if extra:
+        config = compose(recipe, all_overrides)
     command = training_command(recipe, all_overrides, config, python or default_python())
-    env = {}
-    if not is_cpu(config) and "VERL_FILE_LOGGER_PATH" not in os.environ:
-        # verl's `file` logger: per-step metrics JSONL, read by eval/curves.py.
-        env["VERL_FILE_LOGGER_PATH"] = str((REPO_ROOT / run_dir(config) / "metrics.jsonl").resolve())
     return LaunchPlan(recipe=recipe, overrides=all_overrides, config=config, command=command, env=env)
 
 
 def default_python() -> str:
-    venv = REPO_ROOT / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else "python"
+    """The interpreter running this launcher: the Makefile picks the environment once (PYTHON=, an
+    activated environment, or .venv), and the trainer runs in that same one."""
+    return sys.executable
 
 
 def runtime_env(extra_env: dict[str, str] | None = None, environ: dict[str, str] | None = None) -> dict:
@@ -277,13 +398,11 @@ def write_runtime_env(spec: dict, path: Path) -> Path:
     return path
 
 
-def submit_spec(launch: LaunchPlan) -> dict:
-    """The runtime_env of a submitted job. It runs in a copy of the checkout (working_dir), so relative
-    paths of the recipe resolve there; a metrics path of this machine means nothing on the cluster."""
-    env = dict(launch.env)
-    if "VERL_FILE_LOGGER_PATH" in env:
-        env["VERL_FILE_LOGGER_PATH"] = str(run_dir(launch.config) / "metrics.jsonl")
-    return runtime_env(env)
+def submit_spec(launch: LaunchPlan, environ: dict[str, str] | None = None) -> dict:
+    """The runtime_env of a submitted job: recipes/runtime_env.yaml, this shell's forwarded variables
+    (secrets included: the file is owner-only) and `worker_env` (absolute metrics path). Ray gives a
+    job's runtime_env to every worker of the job (verl merges its own over it, worker.py:1797)."""
+    return runtime_env(launch.env, environ)
 
 
 #: `ray job submit` joins the entry point with subprocess.list2cmdline (Windows quoting) and the job
@@ -356,6 +475,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from recipes import doctor
+
     args = parse_args(argv)
     try:
         if args.action == "train":
@@ -364,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             # The job runs the cluster's python in the uploaded checkout.
             python = os.environ.get("SUBMIT_PYTHON", "python")
-            launch = plan(args.recipe, args.overrides, args.nodes, args.gpus, python=python)
+            launch = plan(args.recipe, args.overrides, args.nodes, args.gpus, python=python, route="submit")
             check_submittable(launch.overrides)
             spec = submit_spec(launch)
             env_file = REPO_ROOT / "outputs" / "submit" / f"runtime_env_{launch.recipe}.yaml"
@@ -379,10 +500,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else "verl validate_config"
             )
             print(f"# {check}: passed", flush=True)
+        if not args.dry_run:  # the tiny recipes' synthetic set and model (recipes/config/assets/)
+            from recipes import tiny_assets
+
+            tiny_assets.ensure(launch.config)
+        # The preflight, on every route; under DRY_RUN what depends on this machine only warns.
+        address = args.address if args.action == "submit" else os.environ.get("RAY_ADDRESS")
+        findings = doctor.run_checks(launch, route=args.action, address=address, dry_run=args.dry_run)
+        print(doctor.report(findings), file=sys.stdout if args.dry_run else sys.stderr, flush=True)
+        if doctor.failed(findings):
+            return 2
+        if args.dry_run:
             return 0
-        if args.action == "train":
-            check_gpus(launch.config, local_gpu_count())
-        else:
+        if args.action == "submit":
             write_runtime_env(spec, env_file)
         check_ray_cpus(launch.config)
     except LaunchError as err:
@@ -397,10 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AssertionError, ValueError) as err:  # verl's validate_config reports with both
         print(f"error: verl's config checks rejected recipe {args.recipe!r}: {err}", file=sys.stderr)
         return 2
+    # verl's FileLogger opens VERL_FILE_LOGGER_PATH without creating its folder
+    # (verl/utils/tracking.py:534-541): create it here (the doctor did on every node of a cluster).
+    Path(launch.env["VERL_FILE_LOGGER_PATH"]).parent.mkdir(parents=True, exist_ok=True)
     print("+ " + shlex.join(command), file=sys.stderr, flush=True)
     os.chdir(REPO_ROOT)
-    if env:
-        Path(env["VERL_FILE_LOGGER_PATH"]).parent.mkdir(parents=True, exist_ok=True)
     os.execvpe(command[0], command, {**os.environ, **env})
     return 1  # not reached
 

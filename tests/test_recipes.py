@@ -4,6 +4,7 @@ hyperparameters, and the launchers behave (DRY_RUN, no-GPU stop, CPU dispatch, R
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -119,11 +120,12 @@ def test_replay_buffer_loads_through_verls_loader_as_a_verl_replay_buffer():
 
 
 def test_groups_swap_on_the_command_line():
-    cfg = launch.compose(PAPER, ["model=qwen3_vl_8b", "reward=no_goal", "data=synthetic", "logger=console"])
+    cfg = launch.compose(PAPER, ["model=qwen3_vl_8b", "reward=no_goal", "logger=console"])
     assert cfg.actor_rollout_ref.model.path == MODELS["qwen3_vl_8b"]
     weights = cfg.reward.custom_reward_function.reward_kwargs.weights
     assert (weights.goal, weights.format, weights.action, weights.subject) == (0.0, 1.0, 1.0, 1.0)
-    assert cfg.data.train_files == "outputs/data/synthetic/train.parquet"
+    synthetic = launch.compose(PAPER, ["model=tiny", "data=synthetic"])  # the data of the tiny assets group
+    assert synthetic.data.train_files == "outputs/data/synthetic/train.parquet"
     assert "wandb" not in cfg.trainer.logger
     assert launch.compose(PAPER, ["reward=fuzzy"]).reward.custom_reward_function.reward_kwargs.mode == "fuzzy"
     semantic = launch.compose(PAPER, ["reward=semantic"]).reward.custom_reward_function.reward_kwargs
@@ -145,26 +147,8 @@ def test_tiny_recipe_carries_the_contract_keys():
     assert cfg.reward.custom_reward_function.path == "reward_fns/imageedit_r1.py"
     assert cfg.reward.custom_reward_function.name == "compute_score"
     assert "reward_kwargs" in cfg.reward.custom_reward_function
-    c = OmegaConf.to_container(cfg.cpu, resolve=False)
-    assert c["sft"] == {"steps": 300, "lr": 2.0e-3, "batch_size": 32, "warmup_steps": 20, "grad_clip": 1.0}
-    assert c["data"] == {
-        "dir": "outputs/data/synthetic",
-        "train": 2000,
-        "val": 256,
-        "seed": 0,
-        "max_edits": 3,
-    }
-    assert c["model"] == {
-        "dir": "outputs/tiny/vlm",
-        "text_hidden": 128,
-        "text_layers": 2,
-        "vision_hidden": 64,
-    }
-    assert (c["eval_every"], c["eval_items"], c["seed"]) == (25, 256, 0)
-    assert c["out_dir"] == "outputs/runs/${trainer.experiment_name}"
-    assert cfg.cpu.out_dir == "outputs/runs/tiny_grpo"
     # one knob each: moving the data or the model moves what verl's dataset and model keys read
-    moved = launch.compose(TINY, ["cpu.data.dir=/d", "cpu.model.dir=/m"])
+    moved = launch.compose(TINY, ["assets.data.dir=/d", "assets.model.dir=/m"])
     assert (moved.data.train_files, moved.data.val_files) == ("/d/train.parquet", "/d/val.parquet")
     assert moved.actor_rollout_ref.model.path == "/m"
 
@@ -207,7 +191,7 @@ def test_validation_keeps_a_cpu_recipe_on_cpu():
 
 def test_gpu_plan_is_verls_own_main_with_nodes_and_gpus_first():
     p = launch.plan(PAPER, ["trainer.total_epochs=1", "trainer.nnodes=4"], nodes=2, gpus=4, python="py")
-    assert p.command == [
+    assert p.command[:11] == [
         "py",
         "-m",
         "verl.trainer.main_ppo",
@@ -221,15 +205,25 @@ def test_gpu_plan_is_verls_own_main_with_nodes_and_gpus_first():
         "trainer.nnodes=4",
     ]
     assert p.config.trainer.nnodes == 4  # the user's overrides win over NODES
-    assert p.env["VERL_FILE_LOGGER_PATH"].endswith("outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl")
+    assert p.env["VERL_FILE_LOGGER_PATH"] == f"{REPO}/outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl"
 
 
-def test_cpu_recipe_dispatches_to_the_cpu_trainer():
-    p = launch.plan(TINY, ["cpu.sft.steps=5"], nodes=1, gpus=8, python="py")
-    assert p.command == ["py", "-m", "recipes.cpu_grpo", "--config-name", TINY, "cpu.sft.steps=5"]
-    assert p.on_cpu and p.env == {}
-    # the paper recipe switched to CPU by override goes the same way
-    assert launch.plan(PAPER, ["cluster=cpu", "model=tiny"], python="py").command[2] == "recipes.cpu_grpo"
+def test_cpu_recipe_runs_verls_own_trainer_through_the_same_plan():
+    from recipes.verl_cpu import launch_env
+
+    p = launch.plan(TINY, ["trainer.total_training_steps=5"], nodes=1, gpus=8, python="py")
+    assert p.command[:7] == [
+        "py",
+        "-m",
+        "verl.trainer.main_ppo",
+        "--config-path",
+        "pkg://recipes.config",
+        "--config-name",
+        TINY,
+    ]
+    assert p.command[7] == "trainer.total_training_steps=5"  # NODES/GPUS do not apply on CPU
+    assert p.on_cpu and launch_env().items() <= p.env.items()  # the CPU plugin's variables, in worker_env
+    assert p.env["VERL_FILE_LOGGER_PATH"] == f"{REPO}/outputs/runs/tiny_grpo/metrics.jsonl"
 
 
 def test_no_gpu_is_refused_with_a_pointer_to_the_cpu_path():
@@ -288,12 +282,63 @@ def test_submit_runtime_env_uploads_the_checkout_without_heavy_folders(tmp_path)
         "--runtime-env",
         str(written),
     ]
-    assert cmd[7:] == ["--", "python", "-m", "recipes.cpu_grpo", "--config-name", TINY]
+    assert cmd[7:9] == ["--", "python"] and cmd[9:] == p.command[1:]
 
 
-def test_submit_metrics_path_is_relative_to_the_jobs_working_dir():
-    spec = launch.submit_spec(launch.plan(PAPER, [], nodes=1, gpus=8))
-    assert spec["env_vars"]["VERL_FILE_LOGGER_PATH"] == "outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl"
+def test_submit_metrics_path_is_absolute():
+    """Issue 12, defect 3: a relative path lands in the job's uploaded copy, which has no outputs/
+    (runtime_env.yaml excludes it): verl's FileLogger then fails after every model has loaded."""
+    p = launch.plan(PAPER, [], nodes=1, gpus=8, route="submit", environ={"WANDB_MODE": "offline"})
+    spec = launch.submit_spec(p, environ={"WANDB_MODE": "offline"})
+    assert (
+        spec["env_vars"]["VERL_FILE_LOGGER_PATH"] == f"{REPO}/outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl"
+    )
+    assert "PYTHONPATH" not in spec["env_vars"]  # the job's working_dir is on its sys.path
+    # outputs are absolute too (checkpoints); code paths resolve in the uploaded working_dir
+    assert (
+        f"trainer.default_local_dir={REPO}/outputs/checkpoints/imageedit_r1/qwen2_5_vl_7b_grpo" in p.overrides
+    )
+    assert p.config.reward.custom_reward_function.path == "reward_fns/imageedit_r1.py"
+    # no ray_init env overrides on this route: Ray refuses a ray.init runtime_env repeating the job's
+    assert not [o for o in p.overrides if launch.RUNTIME_ENV_VARS_KEY in o]
+
+
+def test_worker_env_reaches_verls_ray_init_runtime_env():
+    """Issue 12, defect 5: the variables workers need ride in ray_kwargs.ray_init.runtime_env.env_vars,
+    which verl merges over its defaults for ray.init (main_ppo.py:64-72); secrets stay out (verl prints
+    the ray.init arguments)."""
+    environ = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "WANDB_API_KEY": "k", "HOME": "/h"}
+    p = launch.plan(PAPER, [], nodes=1, gpus=8, environ=environ)
+    env_vars = OmegaConf.to_container(p.config.ray_kwargs.ray_init.runtime_env.env_vars, resolve=True)
+    assert env_vars == p.env == launch.worker_env(p.config, environ)
+    assert (
+        env_vars["WANDB_MODE"] == "offline" and env_vars["HF_HUB_OFFLINE"] == "1"
+    )  # strings, not bools/ints
+    assert env_vars["VERL_FILE_LOGGER_PATH"] == f"{REPO}/outputs/runs/qwen2_5_vl_7b_grpo/metrics.jsonl"
+    assert env_vars["PYTHONPATH"] == str(REPO)
+    assert "WANDB_API_KEY" not in env_vars and "HOME" not in env_vars
+    from recipes import doctor
+
+    verl_env = doctor.verl_runtime_env(p.config)  # what verl's run_ppo passes to ray.init
+    assert verl_env["env_vars"]["VERL_FILE_LOGGER_PATH"] == env_vars["VERL_FILE_LOGGER_PATH"]
+    # a value Hydra would read as another type stays a string
+    p = launch.plan(PAPER, [], nodes=1, gpus=8, environ={"WANDB_SILENT": "true", "HF_X": "it's"})
+    assert p.config.ray_kwargs.ray_init.runtime_env.env_vars.WANDB_SILENT == "true"
+    assert p.config.ray_kwargs.ray_init.runtime_env.env_vars.HF_X == "it's"
+
+
+def test_train_paths_are_absolute_for_workers_in_any_folder():
+    """Issue 12, defect 4: verl resolves the reward file, replay buffer and data against each worker's
+    current folder and forces working_dir None (constants_ppo.py:114-121)."""
+    p = launch.plan(PAPER, ["model=qwen3_vl_8b"], nodes=1, gpus=8)
+    c = p.config
+    assert c.reward.custom_reward_function.path == f"{REPO}/reward_fns/imageedit_r1.py"
+    assert c.trainer.v1.sampler.custom_sampler.path == f"{REPO}/reward_fns/verl_manager.py"
+    assert c.data.train_files == f"{REPO}/outputs/data/imageedit_r1/train.parquet"
+    assert c.trainer.default_local_dir == f"{REPO}/outputs/checkpoints/imageedit_r1/qwen2_5_vl_7b_grpo"
+    assert c.actor_rollout_ref.model.path == "Qwen/Qwen3-VL-8B-Instruct"  # a hub id stays one
+    given = launch.plan(PAPER, ["data.train_files=[/d/a.parquet,outputs/b.parquet]"], nodes=1, gpus=8)
+    assert list(given.config.data.train_files) == ["/d/a.parquet", f"{REPO}/outputs/b.parquet"]
 
 
 def test_submit_refuses_overrides_the_shell_would_mangle():
@@ -328,15 +373,24 @@ def test_dry_run_of_the_paper_recipe_composes_and_validates(nodes):
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert "# verl validate_config: passed" in text
-    command = text.split("# command:\n", 1)[1].strip().splitlines()[0]
-    assert command.endswith(
-        f"-m verl.trainer.main_ppo --config-path pkg://recipes.config --config-name {PAPER} "
-        f"trainer.nnodes={nodes} trainer.n_gpus_per_node=8 trainer.total_epochs=1"
-    )
+    assert "# doctor: passed" in text  # the preflight runs under DRY_RUN too
+    command = shlex.split(text.split("# command:\n", 1)[1].strip().splitlines()[0])
+    assert command[1:9] == [
+        "-m",
+        "verl.trainer.main_ppo",
+        "--config-path",
+        "pkg://recipes.config",
+        "--config-name",
+        PAPER,
+        f"trainer.nnodes={nodes}",
+        "trainer.n_gpus_per_node=8",
+    ]
+    assert command[9] == "trainer.total_epochs=1"
+    assert f"reward.custom_reward_function.path={REPO}/reward_fns/imageedit_r1.py" in command
     composed = yaml.safe_load(text.split("# command:")[0].split("\n", 1)[1].split("# environment:")[0])
     assert composed["trainer"]["nnodes"] == int(nodes)
     assert composed["actor_rollout_ref"]["actor"]["ppo_mini_batch_size"] == 32
-    assert composed["reward"]["custom_reward_function"]["path"] == "reward_fns/imageedit_r1.py"
+    assert composed["reward"]["custom_reward_function"]["path"] == f"{REPO}/reward_fns/imageedit_r1.py"
 
 
 def test_train_without_gpu_stops_at_once_and_points_to_the_cpu_path():
@@ -349,10 +403,13 @@ def test_train_without_gpu_stops_at_once_and_points_to_the_cpu_path():
 
 
 def test_dry_run_of_the_cpu_recipe_prints_the_cpu_command():
-    out = run_script("train.sh", "cpu.sft.steps=5", DRY_RUN="1", RECIPE=TINY, NODES="1", GPUS="8")
+    out = run_script(
+        "train.sh", "trainer.total_training_steps=5", DRY_RUN="1", RECIPE=TINY, NODES="1", GPUS="8"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     command = out.stdout.split("# command:\n", 1)[1].splitlines()[0]
-    assert command.endswith(f"-m recipes.cpu_grpo --config-name {TINY} cpu.sft.steps=5")
+    assert f"-m verl.trainer.main_ppo --config-path pkg://recipes.config --config-name {TINY} " in command
+    assert "trainer.total_training_steps=5" in command and "# doctor: passed" in out.stdout
 
 
 def test_bad_input_gets_a_clear_error():
@@ -402,10 +459,10 @@ def test_sft_recipe_runs_verls_sft_trainer_under_torchrun():
         "--config-name",
         "sft_qwen2_5_vl_7b",
     ]
-    assert p.command[-1] == "trainer.total_epochs=2"
+    assert "trainer.total_epochs=2" in p.command
     data = p.config.data
     assert (data.messages_key, data.image_key) == ("messages", "images")
-    assert data.train_files == "outputs/data/imageedit_r1/sft_train.parquet"
+    assert data.train_files == f"{REPO}/outputs/data/imageedit_r1/sft_train.parquet"
     assert p.config.model.path == MODELS["qwen2_5_vl_7b"]
     launch.validate(p.config)
 

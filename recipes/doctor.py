@@ -1,0 +1,634 @@
+"""Preflight: what would end a GPU run after the model and vLLM have loaded, checked in seconds first.
+
+`make doctor` (and `make train` / `make submit` before they launch, also under DRY_RUN=1) runs:
+
+- `versions`: this interpreter's torch / vLLM / transformers / flash-attn against verl 0.9.1's own
+  extras (its package metadata: `vllm`, `fsdp`), so a CPU environment is never taken for a GPU one;
+- `engine_kwargs`: every `actor_rollout_ref.rollout.engine_kwargs.vllm` key is a field of vLLM's own
+  `EngineArgs` (verl turns each into a `vllm serve` flag, and vLLM stops on an unknown one);
+- `gpus`: GPUs visible here (or on the Ray cluster at RAY_ADDRESS) versus NODES x GPUS;
+- `cluster`: on a running Ray cluster, that NODES nodes have joined and, in a task on every node with
+  the runtime_env verl will pass to ray.init, that the reward file, the replay-buffer class and the data
+  files resolve, the environment arrives, and the metrics folder exists (created there);
+- `image_budget` / `prompt_lengths`: the recipe's image bound holds max_prompt_length, and the rows of
+  the training parquet that verl's overlong filter would drop (refused unless ALLOW_OVERLONG=1);
+- `settings`: keys verl 0.9.1 ignores or rewrites (a warning each).
+
+A CPU recipe (trainer.device=cpu) gets no GPU, vLLM or flash-attn demands. Under DRY_RUN the checks
+that depend on this machine (versions, GPUs, cluster, data on disk) warn instead of failing, so a
+laptop can dry-run the GPU recipe. Exit code 2 when a check fails, with the fix named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from recipes import launch
+
+#: The vLLM EngineArgs fields of the pinned vLLM, for machines without vLLM (tests): kept beside the
+#: test that uses it, with its source named in the file.
+ENGINE_ARGS_FILE = launch.REPO_ROOT / "tests" / "data" / "vllm_0_24_0_engine_args.txt"
+#: verl extras a GPU recipe needs (verl's metadata pins torch, vLLM, transformers, flash-attn there).
+GPU_EXTRAS = ("vllm", "fsdp")
+CHECKED_PACKAGES = ("torch", "torchvision", "vllm", "transformers", "flash-attn", "qwen-vl-utils")
+#: Checks whose answer depends on this machine: warnings under DRY_RUN.
+MACHINE_CHECKS = {"versions", "gpus", "cluster", "prompt_lengths"}
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # ok | warn | fail | skip
+    detail: str
+    fix: str = ""
+
+
+def failed(findings: Iterable[Finding]) -> bool:
+    return any(f.status == "fail" for f in findings)
+
+
+def report(findings: Sequence[Finding]) -> str:
+    lines = ["# doctor:"]
+    for f in findings:
+        lines.append(f"{f.status.upper():5} {f.check}: {f.detail}")
+        if f.fix and f.status in ("fail", "warn"):
+            lines.append(f"      fix: {f.fix}")
+    verdict = "FAILED" if failed(findings) else "passed"
+    lines.append(f"# doctor: {verdict}")
+    return "\n".join(lines)
+
+
+# --- versions ----------------------------------------------------------------------------------------
+
+
+def verl_requirements(extras: Sequence[str]) -> dict[str, str]:
+    """{package: specifier} verl's own metadata requires for `extras` (self-references expanded)."""
+    from packaging.requirements import Requirement
+
+    requires = [Requirement(r) for r in importlib.metadata.requires("verl") or []]
+    wanted, seen, out = list(extras), set(), {}
+    while wanted:
+        extra = wanted.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in requires:
+            if req.marker is None or not req.marker.evaluate({"extra": extra}):
+                continue
+            if req.name == "verl":
+                wanted.extend(req.extras)
+            elif str(req.specifier):
+                out[req.name] = str(req.specifier)
+    for req in requires:  # the base requirements (no extra)
+        if req.marker is None and str(req.specifier):
+            out.setdefault(req.name, str(req.specifier))
+    return out
+
+
+def installed_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_versions(config: DictConfig) -> Finding:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    gpu = not launch.is_cpu(config)
+    needs = verl_requirements(GPU_EXTRAS if gpu else ())
+    if not gpu:
+        needs = {k: v for k, v in needs.items() if k in ("transformers",)}
+    have, bad = [], []
+    for name in CHECKED_PACKAGES:
+        version = installed_version(name)
+        spec = needs.get(name)
+        if version is not None:
+            have.append(f"{name} {version}")
+        if spec is None:
+            continue
+        if version is None:
+            bad.append(f"{name} missing (verl wants {spec})")
+        elif Version(version) not in SpecifierSet(spec):
+            bad.append(f"{name} {version} (verl wants {spec})")
+    where = f"{sys.executable}: " + ", ".join(have)
+    if bad:
+        fix = (
+            "run in the GPU environment: `make setup-gpu` on this node (requirements-gpu.txt + flash-attn), or "
+            "PYTHON=/path/to/gpu/env/bin/python make ..."
+            if gpu
+            else "`make setup` (requirements.txt)"
+        )
+        return Finding("versions", "fail", where + "; " + "; ".join(bad), fix)
+    return Finding("versions", "ok", where)
+
+
+# --- vLLM engine kwargs ------------------------------------------------------------------------------
+
+
+def vllm_engine_fields() -> tuple[set[str] | None, str]:
+    """vLLM's own EngineArgs fields when vLLM is importable, else (None, why)."""
+    try:
+        import dataclasses
+
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError as exc:
+        return None, f"vllm not importable here ({exc.__class__.__name__})"
+    return {f.name for f in dataclasses.fields(EngineArgs)}, f"vLLM {installed_version('vllm')} EngineArgs"
+
+
+def pinned_engine_fields(path: Path = ENGINE_ARGS_FILE) -> set[str]:
+    """The field list of the pinned vLLM (one name a line, `#` comments)."""
+    return {
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
+
+
+def unknown_engine_kwargs(config: DictConfig, fields: set[str]) -> list[str]:
+    """engine_kwargs.vllm keys vLLM would refuse (verl drops null values first,
+    vllm_async_server.py:287-288)."""
+    kwargs = OmegaConf.select(config, "actor_rollout_ref.rollout.engine_kwargs.vllm") or {}
+    return sorted(k for k, v in kwargs.items() if v is not None and k not in fields)
+
+
+def check_engine_kwargs(config: DictConfig, fields: set[str] | None = None) -> Finding:
+    if launch.is_cpu(config) or launch.is_sft(config):
+        return Finding("engine_kwargs", "skip", "no vLLM rollout in this recipe")
+    if str(OmegaConf.select(config, "actor_rollout_ref.rollout.name")) != "vllm":
+        return Finding("engine_kwargs", "skip", "rollout is not vLLM")
+    source = "the given field list"
+    if fields is None:
+        fields, source = vllm_engine_fields()
+        if fields is None:
+            return Finding("engine_kwargs", "skip", f"{source}; `versions` says what to install")
+    unknown = unknown_engine_kwargs(config, fields)
+    if unknown:
+        return Finding(
+            "engine_kwargs",
+            "fail",
+            f"actor_rollout_ref.rollout.engine_kwargs.vllm has keys {source} does not know: {unknown} "
+            "(vLLM stops with `unrecognized arguments`)",
+            "remove them or use the vLLM option that replaced them (e.g. mm_processor_cache_gb)",
+        )
+    return Finding("engine_kwargs", "ok", f"every engine_kwargs.vllm key is in {source}")
+
+
+# --- GPUs and the cluster ----------------------------------------------------------------------------
+
+
+def wanted_gpus(config: DictConfig) -> tuple[int, int]:
+    return int(config.trainer.nnodes), int(config.trainer.n_gpus_per_node)
+
+
+def check_local_gpus(config: DictConfig, available: int | None = None) -> Finding:
+    nodes, per_node = wanted_gpus(config)
+    if launch.is_cpu(config):
+        return Finding("gpus", "skip", "CPU recipe (trainer.device=cpu)")
+    if nodes > 1:
+        return Finding(
+            "gpus",
+            "fail",
+            f"trainer.nnodes={nodes} without a Ray cluster (RAY_ADDRESS unset)",
+            "start Ray on the nodes and set RAY_ADDRESS=HEAD:6379, or `make submit`, or sbatch recipes/slurm/train.slurm",
+        )
+    available = launch.local_gpu_count() if available is None else available
+    try:
+        launch.check_gpus(config, available)
+    except launch.LaunchError as err:
+        return Finding("gpus", "fail", str(err), f"GPUS={available}" if available else "")
+    return Finding("gpus", "ok", f"{available} GPU(s) visible, recipe wants {per_node}")
+
+
+def cluster_resources(address: str) -> tuple[int, float]:
+    """(alive nodes, GPUs) of the Ray cluster at `address` (GCS host:port, or a dashboard http URL)."""
+    if address.startswith("http"):
+        from ray.util.state import list_nodes
+
+        nodes = [n for n in list_nodes(address=address, limit=10000) if n.state == "ALIVE"]
+        return len(nodes), sum(float((n.resources_total or {}).get("GPU", 0)) for n in nodes)
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return len(nodes), sum(float(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
+
+
+def wait_for_nodes(address: str, nodes: int, timeout: float, poll: float = 2.0) -> int:
+    """Poll until `nodes` Ray nodes are alive at `address` (GCS host:port or dashboard URL); a
+    LaunchError naming how many joined when `timeout` seconds pass first (the head may not be up yet)."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout
+    seen, last = 0, ""
+    try:
+        while True:
+            try:
+                if not address.startswith("http") and not ray.is_initialized():
+                    _port_open(address)  # ray.init would retry for minutes on a head not up yet
+                    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                seen, _ = cluster_resources(address)
+                last = ""
+            except Exception as err:  # nothing listening yet
+                seen, last = 0, f"{type(err).__name__}: {err}"
+            if seen >= nodes:
+                return seen
+            if time.monotonic() > deadline:
+                raise launch.LaunchError(
+                    f"only {seen} of {nodes} Ray node(s) joined the cluster at {address} within {timeout:.0f} s"
+                    + (f" ({last[:200]})" if last else "")
+                    + ": see the nodes' `ray start` output"
+                )
+            time.sleep(poll)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _port_open(address: str) -> None:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=2):
+        pass
+
+
+class _connected:
+    """ray.init(address) for a GCS address (shut down after); nothing for a dashboard URL."""
+
+    def __init__(self, address: str):
+        self.address, self.started = address, False
+
+    def __enter__(self):
+        if self.address.startswith("http"):
+            return self
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
+            self.started = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+
+def check_cluster_gpus(config: DictConfig, address: str) -> Finding:
+    nodes, per_node = wanted_gpus(config)
+    alive, gpus = cluster_resources(address)
+    want = 0 if launch.is_cpu(config) else nodes * per_node
+    if alive < nodes or gpus < want:
+        return Finding(
+            "gpus",
+            "fail",
+            f"the Ray cluster at {address} has {alive} node(s) and {gpus:g} GPU(s); the recipe wants "
+            f"trainer.nnodes={nodes} x trainer.n_gpus_per_node={per_node}",
+            "wait for the nodes to join (`ray status`), or run with NODES/GPUS the cluster has",
+        )
+    return Finding("gpus", "ok", f"{alive} node(s), {gpus:g} GPU(s) at {address}")
+
+
+def verl_runtime_env(config: DictConfig) -> dict:
+    """The runtime_env verl's main_ppo passes to ray.init: its defaults merged with the recipe's
+    ray_kwargs.ray_init.runtime_env (verl/trainer/main_ppo.py:64-72)."""
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    default = get_ppo_ray_runtime_env(config)
+    extra = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env") or {}
+    merged = OmegaConf.to_container(OmegaConf.merge(default, extra), resolve=True)
+    return {k: v for k, v in merged.items() if v is not None or k == "working_dir"}
+
+
+def _probe_paths(config: DictConfig) -> dict:
+    """What a worker sees (runs inside a Ray task, shipped by value: it needs nothing of this checkout
+    to start): cwd, the reward function and replay buffer loaded with verl's own loaders, the data
+    files, the metrics folder (created, as verl's FileLogger does not, tracking.py:534-541), the env."""
+    import os as _os
+
+    from omegaconf import OmegaConf as _OC
+
+    out: dict = {"cwd": _os.getcwd(), "problems": [], "env": {}}
+    reward = _OC.select(config, "reward.custom_reward_function")
+    if reward is not None and reward.get("path"):
+        try:
+            from verl.trainer.ppo.reward import get_custom_reward_fn
+
+            get_custom_reward_fn(config)
+        except Exception as err:
+            out["problems"].append(
+                f"reward.custom_reward_function.path={reward.path}: {type(err).__name__}: {err}"
+            )
+    sampler = _OC.select(config, "trainer.v1.sampler.custom_sampler")
+    if sampler is not None and sampler.get("path"):
+        try:
+            from verl.utils.import_utils import load_extern_object
+
+            load_extern_object(sampler.path, sampler.name)
+        except Exception as err:
+            out["problems"].append(
+                f"trainer.v1.sampler.custom_sampler.path={sampler.path}: {type(err).__name__}: {err}"
+            )
+    if _OC.select(config, "assets.data") is None:  # recipes.tiny_assets builds the tiny recipes' data
+        for key in ("data.train_files", "data.val_files"):
+            value = _OC.select(config, key)
+            for path in [value] if isinstance(value, str) else list(value or []):
+                if not _os.path.exists(path):
+                    out["problems"].append(f"{key}={path}: not found")
+    metrics = _os.environ.get("VERL_FILE_LOGGER_PATH")
+    if metrics:
+        try:
+            _os.makedirs(_os.path.dirname(_os.path.abspath(metrics)), exist_ok=True)
+        except OSError as err:
+            out["problems"].append(f"VERL_FILE_LOGGER_PATH={metrics}: {err}")
+    for name in ("VERL_FILE_LOGGER_PATH", "PYTHONPATH", "WANDB_MODE", "HF_HUB_OFFLINE"):
+        out["env"][name] = _os.environ.get(name)
+    return out
+
+
+def run_probe(config: DictConfig, address: str) -> list[tuple[str, dict]]:
+    """_probe_paths in one Ray task on every alive node, under the runtime_env verl's main_ppo will
+    pass to ray.init (main_ppo.py:64-72): what verl's workers will find there."""
+    import cloudpickle
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    env = verl_runtime_env(config)
+    resolved = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import recipes
+    try:
+        with _connected(address):
+            probe = ray.remote(num_cpus=0)(_probe_paths)
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            refs = [
+                probe.options(
+                    runtime_env=env,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False),
+                ).remote(resolved)
+                for n in nodes
+            ]
+            results = ray.get(refs, timeout=300)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    return [(n.get("NodeManagerAddress", "?"), r) for n, r in zip(nodes, results, strict=True)]
+
+
+def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str) -> Finding:
+    results = run_probe(launch_plan.config, address)
+    problems, wrong_env = [], []
+    for node, result in results:
+        problems += [f"{node}: {p} (worker folder {result['cwd']})" for p in result["problems"]]
+        for name, value in launch_plan.env.items():
+            if name in result["env"] and result["env"][name] != value:
+                wrong_env.append(f"{node}: {name}={result['env'][name]!r}, driver {value!r}")
+    if problems or wrong_env:
+        return Finding(
+            "cluster",
+            "fail",
+            "; ".join(problems + wrong_env),
+            "run through `make train`/`make submit` (they pass paths absolute and the environment in "
+            "ray_kwargs.ray_init.runtime_env), and keep data and the checkout on storage every node sees",
+        )
+    return Finding(
+        "cluster",
+        "ok",
+        f"{len(results)} node(s): reward file, replay buffer, data files resolve in a worker; "
+        "environment arrives; metrics folder exists",
+    )
+
+
+# --- image budget and prompt lengths -----------------------------------------------------------------
+
+
+def check_image_budget(config: DictConfig) -> Finding:
+    from data_prep import budget
+
+    if launch.is_sft(config):
+        return Finding("image_budget", "skip", "SFT recipe")
+    if launch.is_cpu(config) and budget.recipe_budget(config).max_pixels is None:
+        return Finding("image_budget", "skip", "CPU recipe without an image bound (tiny images)")
+    problem = budget.recipe_budget_problem(config)
+    if problem:
+        return Finding("image_budget", "fail", problem, "fix the model group's image_budget")
+    b = budget.recipe_budget(config)
+    if b.max_pixels is None:
+        return Finding(
+            "image_budget",
+            "warn",
+            f"no data.mm_processor_kwargs.max_pixels: images up to 16,384 tokens, max_prompt_length {b.max_prompt_length}",
+            "set image_budget.max_pixels in the model group (data_prep/budget.py)",
+        )
+    return Finding(
+        "image_budget",
+        "ok",
+        f"max_pixels {b.max_pixels} = {b.image_tokens_max} image tokens + {b.text_tokens} text <= "
+        f"max_prompt_length {b.max_prompt_length}",
+    )
+
+
+def load_processor(config: DictConfig):
+    """The model's processor from a local folder or the HF cache (never downloads); None if absent."""
+    path = str(OmegaConf.select(config, "actor_rollout_ref.model.path"))
+    try:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, local_files_only=True)
+    except Exception:
+        return None
+
+
+def check_prompt_lengths(config: DictConfig, allow_overlong: bool, processor=None) -> Finding:
+    from data_prep import budget
+
+    if launch.is_sft(config):
+        return Finding("prompt_lengths", "skip", "SFT recipe")
+    files = OmegaConf.select(config, "data.train_files")
+    files = [files] if isinstance(files, str) else list(files or [])
+    missing = [f for f in files if not Path(f).exists()]
+    if missing:
+        if OmegaConf.select(config, "assets.data") is not None:
+            return Finding(
+                "prompt_lengths", "skip", f"{missing[0]} not built yet (recipes.tiny_assets builds it)"
+            )
+        return Finding(
+            "prompt_lengths",
+            "fail",
+            f"data.train_files not found: {missing}",
+            "build it with `python -m data_prep.build rl ...` or point data.train_files at it",
+        )
+    processor = processor or load_processor(config)
+    if processor is None:
+        return Finding(
+            "prompt_lengths",
+            "skip",
+            f"the processor of {config.actor_rollout_ref.model.path} is not on this machine (HF cache or folder)",
+        )
+    result = budget.overlong_rows(files, processor, config.data)
+    limit = int(config.data.max_prompt_length)
+    if result.overlong:
+        filtering = bool(OmegaConf.select(config, "data.filter_overlong_prompts"))
+        what = (
+            "verl's overlong filter would drop"
+            if filtering
+            else "over max_prompt_length (no filter: verl fails)"
+        )
+        status = "warn" if allow_overlong and filtering else "fail"
+        return Finding(
+            "prompt_lengths",
+            status,
+            f"{what} {result.summary(limit)}",
+            "rebuild with `python -m data_prep.build rl --max-pixels N` (N = image_budget.max_pixels), or raise "
+            "data.max_prompt_length; ALLOW_OVERLONG=1 starts anyway",
+        )
+    return Finding(
+        "prompt_lengths",
+        "ok",
+        f"all {result.rows} rows fit max_prompt_length {limit} (longest {result.longest})",
+    )
+
+
+# --- settings with no effect -------------------------------------------------------------------------
+
+
+def check_settings(config: DictConfig) -> list[Finding]:
+    out = []
+    if launch.is_sft(config):
+        return out
+    truncation = OmegaConf.select(config, "data.truncation")
+    if truncation not in (None, "error"):
+        out.append(
+            Finding(
+                "settings",
+                "warn",
+                f"data.truncation={truncation} has no effect: verl 0.9.1's RL dataset never reads it "
+                "(rl_dataset.py:118); overlong prompts are filtered (data.filter_overlong_prompts)",
+                "remove it",
+            )
+        )
+    if OmegaConf.select(config, "actor_rollout_ref.ref.fsdp_config.param_offload"):
+        out.append(
+            Finding(
+                "settings",
+                "warn",
+                "actor_rollout_ref.ref.fsdp_config.param_offload is ignored: verl always CPU-offloads the "
+                "reference model (workers/engine/fsdp/transformer_impl.py:429-435, 459-462)",
+                "remove it",
+            )
+        )
+    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout")
+    if rollout is not None and rollout.get("enable_chunked_prefill") is False:
+        out.append(
+            Finding(
+                "settings",
+                "warn",
+                "rollout.enable_chunked_prefill=false: verl raises max_num_batched_tokens to max_model_len "
+                "(vllm_async_server.py:1111-1119), so max_num_batched_tokens is not what you set",
+                "leave chunked prefill on (verl's default)",
+            )
+        )
+    return out
+
+
+# --- all of it ---------------------------------------------------------------------------------------
+
+
+def run_checks(
+    launch_plan: launch.LaunchPlan,
+    route: str = "train",
+    address: str | None = None,
+    dry_run: bool = False,
+    allow_overlong: bool | None = None,
+    engine_fields: set[str] | None = None,
+) -> list[Finding]:
+    """Every check for a launch plan; a check that raises is a failure naming the exception."""
+    config = launch_plan.config
+    if allow_overlong is None:
+        allow_overlong = os.environ.get("ALLOW_OVERLONG", "") not in ("", "0")
+    checks = [
+        ("versions", lambda: [check_versions(config)]),
+        ("engine_kwargs", lambda: [check_engine_kwargs(config, engine_fields)]),
+        ("gpus", lambda: [check_cluster_gpus(config, address) if address else check_local_gpus(config)]),
+        ("image_budget", lambda: [check_image_budget(config)]),
+        ("prompt_lengths", lambda: [check_prompt_lengths(config, allow_overlong)]),
+        ("settings", lambda: check_settings(config)),
+    ]
+    if address and route == "train" and not address.startswith("http"):
+        checks.append(("cluster", lambda: [check_cluster_paths(launch_plan, address)]))
+    elif address:
+        checks.append(
+            (
+                "cluster",
+                lambda: [Finding("cluster", "skip", "paths resolve in the job's uploaded working_dir")],
+            )
+        )
+    findings: list[Finding] = []
+    for name, check in checks:
+        try:
+            findings += check()
+        except Exception as err:  # a check that cannot run is a finding, not a traceback
+            findings.append(Finding(name, "fail", f"{type(err).__name__}: {err}"))
+    if dry_run:  # a laptop dry-runs the GPU recipe: what depends on this machine only warns
+        for f in findings:
+            if f.status == "fail" and f.check in MACHINE_CHECKS:
+                f.status = "warn"
+                f.detail += " [DRY_RUN: not this machine's job]"
+    return findings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.doctor",
+        description="Preflight of a recipe on this machine / cluster (make doctor). Defaults from RECIPE, "
+        "NODES, GPUS, RAY_ADDRESS, DRY_RUN, ALLOW_OVERLONG.",
+    )
+    parser.add_argument("--recipe", default=os.environ.get("RECIPE") or "imageedit_r1_qwen2_5_vl_7b")
+    parser.add_argument(
+        "--nodes", type=launch._int_or_none, default=launch._int_or_none(os.environ.get("NODES"))
+    )
+    parser.add_argument(
+        "--gpus", type=launch._int_or_none, default=launch._int_or_none(os.environ.get("GPUS"))
+    )
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None)
+    parser.add_argument("--route", choices=["train", "submit"], default="train")
+    parser.add_argument(
+        "--dry-run", action="store_true", default=os.environ.get("DRY_RUN", "") not in ("", "0")
+    )
+    parser.add_argument(
+        "--wait-nodes", type=int, default=None, help="only wait until this many Ray nodes joined --address"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait-nodes")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for make train")
+    args = parser.parse_args(argv)
+    try:
+        if args.wait_nodes is not None:
+            if not args.address:
+                raise launch.LaunchError("--wait-nodes needs --address (or RAY_ADDRESS)")
+            seen = wait_for_nodes(args.address, args.wait_nodes, args.timeout)
+            print(f"{seen} Ray node(s) joined {args.address}", flush=True)
+            return 0
+        plan = launch.plan(args.recipe, args.overrides, args.nodes, args.gpus, route=args.route)
+    except launch.LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # Hydra composition
+        print(f"error: recipe {args.recipe!r} with overrides {args.overrides}: {err}", file=sys.stderr)
+        return 2
+    findings = run_checks(plan, route=args.route, address=args.address, dry_run=args.dry_run)
+    print(report(findings), flush=True)
+    return 2 if failed(findings) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
