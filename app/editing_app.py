@@ -1,4 +1,4 @@
-"""`make app` / `python -m inference.app`: the three agents in a local web app (Gradio, 127.0.0.1).
+"""`make app` / `python -m app`: the three agents in a local web app (Gradio, 127.0.0.1).
 
 Pick a built-in example or upload an image and type a request; the decomposition agent's answer
 streams in (reasoning, then actions, subjects and goals as editable lists); the sequencing agent
@@ -45,7 +45,7 @@ DEFAULT_DEMO_DIR = Path("outputs/demo")
 #: The demo's answer budget (recipes/demo.py runs the pipeline with --max-new-tokens 64).
 EMBEDDED_MAX_NEW_TOKENS = 64
 CLI_MAX_NEW_TOKENS = 512
-#: Built-in examples generated when no demo eval set exists (data_prep.synthetic; 1-3 edits each).
+#: Built-in examples generated when no demo eval set exists (inference.synthetic_items; 1-3 edits each).
 BUILTIN_EXAMPLES = 8
 BUILTIN_SEED = 2024
 MAX_EXAMPLES_LISTED = 32
@@ -70,7 +70,7 @@ GIVEN_NOTICE = "**Decomposer:** `{model}` ({backend} backend)."
 def build_parser() -> argparse.ArgumentParser:
     """The app's flags; pipeline flags have the names and meaning of `python -m inference`'s."""
     p = argparse.ArgumentParser(
-        prog="python -m inference.app",
+        prog="python -m app",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -136,7 +136,7 @@ def _pipeline_namespace(args: argparse.Namespace, llm_model: str) -> argparse.Na
 
 
 def _judge_namespace(args: argparse.Namespace) -> argparse.Namespace:
-    """What `eval.cli._make_scorer` reads (the `python -m eval judge` flags)."""
+    """What `eval.cli.make_scorer` reads (the `python -m eval judge` flags)."""
     return argparse.Namespace(
         backend=args.judge_backend,
         model=args.judge_model,
@@ -178,12 +178,10 @@ def batch_command(
 
 
 def default_decomposer(demo_dir: Path, out: Path) -> tuple[str, str, bool]:
-    """(model folder, notice, embedded): the demo's GRPO checkpoint if finished, else a tiny toy VLM
-    built once under `out`."""
-    from recipes.cpu_checkpoint import stage_record
-
-    grpo = demo_dir / "run" / "grpo"
-    if stage_record(grpo) is not None:
+    """(model folder, notice, embedded): the demo's exported GRPO model if `make demo` finished it
+    (`recipes/demo.py` writes `models/grpo`), else a tiny toy VLM built once under `out`."""
+    grpo = demo_dir / "models" / "grpo"
+    if (grpo / "config.json").is_file():
         return str(grpo.resolve()), DEMO_NOTICE.format(path=grpo), True
     tiny = out / "tiny_vlm"
     if not (tiny / "config.json").is_file():
@@ -202,14 +200,14 @@ def default_decomposer(demo_dir: Path, out: Path) -> tuple[str, str, bool]:
 
 def default_examples(demo_dir: Path, out: Path) -> Path:
     """The demo's held-out synthetic set when it exists, else a few synthetic items built under `out`."""
-    from data_prep.records import RECORDS_FILE
+    from inference.records import RECORDS_FILE
 
     demo_eval = demo_dir / "data" / "eval"
     if (demo_eval / RECORDS_FILE).is_file():
         return demo_eval
     folder = out / "examples"
     if not (folder / RECORDS_FILE).is_file():
-        from inference.testing import write_synthetic_eval_set
+        from inference.synthetic_items import write_synthetic_eval_set
 
         write_synthetic_eval_set(folder, BUILTIN_EXAMPLES, seed=BUILTIN_SEED, max_edits=3)
     return folder
@@ -384,7 +382,7 @@ class EditingApp:
 
     @staticmethod
     def _read_examples(folder: Path) -> dict[str, Any]:
-        from data_prep.records import read_records
+        from inference.records import read_records
 
         out = {}
         for record in read_records(folder):
@@ -432,13 +430,14 @@ class EditingApp:
         return load_image(path, self.args.max_image_pixels)
 
     def _pipeline_item(self, item: AppItem):
-        from inference.pipeline import Item
+        from inference.records import Record
 
         if not item.request.strip():
             raise InputError("type an edit request first")
         record = self.examples.get(item.id) if item.records is not None else None
-        return Item(
+        return Record(
             id=item.id,
+            source=item.source,
             instruction=item.request,
             image=item.image,
             decomposition=record.decomposition if record else None,
@@ -603,9 +602,9 @@ class EditingApp:
                 "--judge-model gpt-4o, or --judge-base-url http://127.0.0.1:8000/v1 for a served VLM)"
             )
         if "rubric" not in self._scorers:
-            from eval.cli import _make_scorer
+            from eval.cli import make_scorer
 
-            self._scorers["rubric"] = _make_scorer(_judge_namespace(self.args))
+            self._scorers["rubric"] = make_scorer(_judge_namespace(self.args))
         if kind == "verifier" and "verifier" not in self._scorers:
             from eval.verifier import PrincipleVerifier
 
@@ -646,7 +645,7 @@ def configure_gradio_environment(out: Path) -> None:
 
 def serve(app: EditingApp, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
     """Launch the page; returns (the Gradio Blocks, its local URL). `block=False` returns at once."""
-    from inference.app_ui import build_ui, launch_kwargs
+    from app.page import build_ui, launch_kwargs
 
     blocks = build_ui(app)
     blocks.queue(default_concurrency_limit=1)

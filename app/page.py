@@ -1,4 +1,4 @@
-"""The page of `inference.app` (Gradio Blocks): layout and event handlers over `EditingApp`.
+"""The page of the app (`app.editing_app`, Gradio Blocks): layout and event handlers over `EditingApp`.
 
 Handlers only move values between the page and `EditingApp`; every error comes back as words in
 the status line and the app keeps serving. Imported only when the app starts (it imports gradio).
@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from inference.app import AppItem, EditingApp, RunResult, lines_of
+from app.editing_app import AppItem, EditingApp, RunResult, lines_of
 from inference.pipeline import InputError
 
 CSS = """

@@ -45,7 +45,7 @@ def running_app(argv: Sequence[str]) -> Iterator[tuple[Any, str]]:
 
     Gradio's environment variables are restored afterwards (the app points them at its --out).
     """
-    from inference.app import EditingApp, build_parser, configure_gradio_environment, serve
+    from app.editing_app import EditingApp, build_parser, configure_gradio_environment, serve
 
     args = build_parser().parse_args(list(argv))
     saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED")}

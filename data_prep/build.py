@@ -37,7 +37,6 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep.readers import PRESETS, ColumnMap, open_source
-from data_prep.records import IMAGES_DIR, Record, read_records, write_records
 from data_prep.report import Report
 from inference.fileio import (
     DEFAULT_MAX_PIXELS,
@@ -50,6 +49,7 @@ from inference.fileio import (
 )
 from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
 from inference.protocol import Decomposition
+from inference.records import IMAGES_DIR, Record, read_records, write_records
 
 PARTS_DIR = "parts"
 REPORT_FILE = "report.json"

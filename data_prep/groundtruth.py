@@ -27,12 +27,12 @@ from typing import Any
 
 from PIL import Image
 
-from data_prep.records import Record
 from data_prep.report import Report
 from inference.backends import ChatBackend, Sampling
 from inference.fileio import atomic_open, remove_stale_temps, write_jsonl
 from inference.prompts import decomposition_prompt, user_message
 from inference.protocol import Decomposition, parse_decomposition
+from inference.records import Record
 
 log = logging.getLogger(__name__)
 

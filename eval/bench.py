@@ -59,14 +59,15 @@ def bench_batch(n_items: int = 64) -> dict[str, float]:
     from eval.batch import judge_run
     from eval.judge import RubricJudge
     from inference.editors import make_editor
-    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
-    from inference.testing import write_synthetic_eval_set
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer
+    from inference.records import read_records
+    from inference.synthetic_items import write_synthetic_eval_set
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         records = write_synthetic_eval_set(root / "data", n_items, seed=0)
         EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer()).run(
-            items_from_records(records), root / "runs", "multi", progress=False
+            read_records(records), root / "runs", "multi", progress=False
         )
         judge = RubricJudge(InstantBackend())
         kwargs = dict(benchmark="synthetic", cache_dir=root / "cache", progress=False)

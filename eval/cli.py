@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _make_scorer(args: argparse.Namespace):
+def make_scorer(args: argparse.Namespace):
+    """The rubric judge or the principle verifier the `judge` flags describe (also the app's)."""
     from eval.judge import RubricJudge
     from eval.verifier import PrincipleVerifier
     from inference.llm import make_backend
@@ -169,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
         concurrency = args.concurrency or (4 if args.backend in ("openai", "gemini") else 1)
         rows = judge_run(
             args.run,
-            _make_scorer(args),
+            make_scorer(args),
             args.out,
             benchmark=args.benchmark,
             evaluator=args.evaluator,

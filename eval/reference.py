@@ -4,7 +4,7 @@
   edited region. The region is where the input and the reference differ (max channel difference
   above `threshold`, dilated by `dilate` pixels): outside it, a good edit leaves the input alone.
 * Exact correctness on the synthetic set: the output equals the target pixel for pixel, or both
-  carry the same scene (`data_prep.synthetic.scene_of`).
+  carry the same scene (`inference.scenes.scene_of`).
 * Decomposition F1 (actions / subjects / goals) and format against the ground truth, computed by
   the training reward itself (`reward_fns/imageedit_r1.py`), so eval and training agree.
 """
@@ -76,7 +76,7 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float 
 
 def is_exact(output: Image.Image, target: Image.Image) -> bool:
     """Synthetic correctness: same pixels, or the same rendered scene (PNG text chunk)."""
-    from data_prep.synthetic import scene_of
+    from inference.scenes import scene_of
 
     if output.size == target.size and np.array_equal(_array(output), _array(target)):
         return True
@@ -150,8 +150,8 @@ def score_run_against_references(
 
     Items are matched to records by id; `benchmark` is the record's source. Rows without a
     reference, or whose pipeline failed, carry null metrics and an `error`, never zeros."""
-    from data_prep.records import read_records
     from inference.pipeline import read_traces
+    from inference.records import read_records
 
     records = {r.id: r for r in read_records(records_folder)}
     rows = []

@@ -166,7 +166,7 @@ class VLMSequencer(_RetryingAgent):
 
 
 #: Sub-request template per action ({s}: subject, {g}: goal, {a_g}/{a_s}: with an article). They
-#: follow the canonical sub-requests of `data_prep.synthetic` and read naturally on real images.
+#: follow the canonical sub-requests of `inference.scenes` and read naturally on real images.
 _TEMPLATES = {
     "remove": "Remove the {s}",
     "replace": "Replace the {s} with {a_g}",

@@ -72,12 +72,12 @@ def bench_overhead(
         EditingPipeline,
         OracleDecomposer,
         OracleSequencer,
-        items_from_records,
         load_image,
     )
+    from inference.records import read_records
 
     # Every item is the taught one under its own id: each goes through the whole path.
-    taught = next(items_from_records(teach_set))
+    taught = next(read_records(teach_set))
     items = [replace(taught, id=f"{taught.id}-copy{k:03d}") for k in range(n_items)]
     sampling = Sampling(temperature=0.0, max_new_tokens=96)
     backend = TimedBackend(make_backend("transformers", vlm, batch_size=batch_size))
@@ -127,9 +127,9 @@ def bench_decomposition(
 ) -> list[dict[str, Any]]:
     """Items/s of `DecompositionAgent.decompose` over distinct synthetic requests. Every answer is
     exactly `tokens` long (min_new_tokens = max_new_tokens), so each batch size does the same work."""
-    from data_prep.synthetic import generate_items
     from inference.agents import DecompositionAgent
     from inference.llm import make_backend
+    from inference.synthetic_items import generate_items
 
     items = list(generate_items(n_items, seed=1, max_edits=3))
     images, requests = [it.image for it in items], [it.request for it in items]
@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from inference.testing import taught_on_first_item, write_synthetic_eval_set
+    from inference.synthetic_items import write_synthetic_eval_set
+    from inference.testing import taught_on_first_item
     from inference.tiny import build_tiny_flux_kontext, build_tiny_vlm
 
     t_start = time.perf_counter()

@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
-from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline, Item, items_from_records
+from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline
+from inference.records import Record, read_records
 
 DEFAULT_LLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 
@@ -134,9 +135,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.image is not None:
         if not args.request:
             raise SystemExit("--image needs --request")
-        items = [Item(id=args.id or args.image.stem, instruction=args.request, image=args.image)]
+        items = [Record(args.id or args.image.stem, "cli", args.request, args.image)]
     else:
-        items = list(items_from_records(args.records))
+        items = list(read_records(args.records))
         if args.limit is not None:
             items = items[: args.limit]
     pipeline = build_pipeline(args, modes)

@@ -1,6 +1,6 @@
 """Editing agents (paper Algorithm 1, step 14): diffusers FLUX.1-Kontext-dev and Qwen-Image-Edit,
 hosted editors over HTTP (an OpenAI-images-compatible edit endpoint; Gemini image editing, the paper's
-Nano Banana) and a deterministic tool editor for the synthetic scenes of `data_prep.synthetic`.
+Nano Banana) and a deterministic tool editor for the synthetic scenes of `inference.scenes`.
 
 Each editor is picked by name; its defaults (steps, guidance, resolution, endpoint) live in
 `inference/config/editors.yaml` and any of them can be overridden::
@@ -291,27 +291,25 @@ class GeminiEditor(_HTTPEditor):
 
 
 class ToolEditor(Editor):
-    """Executes canonical sub-requests exactly on synthetic scenes (`data_prep.synthetic`): the
+    """Executes canonical sub-requests exactly on synthetic scenes (`inference.scenes`): the
     verifiable editor of the CPU demo and tests. Anything it cannot execute is an error, not a guess."""
 
     name = "tool"
-    model_id = "data_prep.synthetic.apply_instruction"
+    model_id = "inference.scenes.apply_instruction"
 
     def __init__(self, **_: Any):
-        from data_prep import synthetic
-
-        self._synthetic = synthetic
+        pass
 
     def edit(self, image: Image.Image, instruction: str, seed: int = 0) -> Image.Image:
-        scene = self._synthetic.scene_of(image)
+        from inference import scenes
+
+        scene = scenes.scene_of(image)
         if scene is None:
             raise EditorError(
-                f"tool editor: the image carries no synthetic scene ({self._synthetic.SCENE_INFO_KEY!r} "
-                "metadata); it only edits images rendered by data_prep.synthetic"
+                f"tool editor: the image carries no synthetic scene ({scenes.SCENE_INFO_KEY!r} "
+                "metadata); it only edits images rendered by inference.scenes"
             )
-        return self._synthetic.render_scene(
-            self._synthetic.apply_instruction(scene, instruction), image.width
-        )
+        return scenes.render_scene(scenes.apply_instruction(scene, instruction), image.width)
 
 
 # ---------------------------------------------------------------------------------------- factory

@@ -29,7 +29,8 @@ from inference import fileio
 from inference.agents import AgentResult, DecompositionAgent, Sequencer
 from inference.editors import Editor, EditorError
 from inference.fileio import BadImage
-from inference.protocol import Decomposition, EditPlan, single_turn_instruction
+from inference.protocol import EditPlan, single_turn_instruction
+from inference.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +43,6 @@ MIN_IMAGE_SIDE = fileio.MIN_SIDE
 
 class InputError(ValueError):
     """An item that cannot be processed as given (image or request)."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One pipeline input; `decomposition`/`plan` are ground truth, used only by the oracle agents."""
-
-    id: str
-    instruction: str
-    image: Path
-    decomposition: Decomposition | None = None
-    plan: EditPlan | None = None
-
-
-def items_from_records(folder: str | Path) -> Iterator[Item]:
-    """Pipeline items of a data_prep eval set folder (`records.jsonl` + images)."""
-    from data_prep.records import read_records
-
-    for r in read_records(folder):
-        yield Item(
-            id=r.id, instruction=r.instruction, image=r.image, decomposition=r.decomposition, plan=r.plan
-        )
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -107,7 +87,7 @@ class OracleDecomposer:
     name = "ground_truth"
     model_id = "ground_truth"
 
-    def decompose_items(self, items: Sequence[Item]) -> list[AgentResult]:
+    def decompose_items(self, items: Sequence[Record]) -> list[AgentResult]:
         out = []
         for it in items:
             d = it.decomposition
@@ -122,7 +102,7 @@ class OracleSequencer:
     name = "ground_truth"
     model_id = "ground_truth"
 
-    def sequence_items(self, items: Sequence[Item]) -> list[AgentResult]:
+    def sequence_items(self, items: Sequence[Record]) -> list[AgentResult]:
         out = []
         for it in items:
             p = it.plan
@@ -203,7 +183,7 @@ class EditingPipeline:
 
     # ------------------------------------------------------------------ the stages
 
-    def _decompose(self, items: Sequence[Item], images: Sequence[Image.Image]) -> list[AgentResult]:
+    def _decompose(self, items: Sequence[Record], images: Sequence[Image.Image]) -> list[AgentResult]:
         if self.decomposer is None:
             raise ValueError("modes single/multi need a decomposition agent")
         if isinstance(self.decomposer, OracleDecomposer):
@@ -219,7 +199,7 @@ class EditingPipeline:
         seeds = [item_seed(self.seed + 1, it.id) for it in items]
         return self.sequencer.sequence(images, [it.instruction for it in items], decompositions, seeds)
 
-    def _edit(self, mode: str, image: Image.Image, item: Item, plan: EditPlan | None) -> Image.Image:
+    def _edit(self, mode: str, image: Image.Image, item: Record, plan: EditPlan | None) -> Image.Image:
         seed = item_seed(self.seed, item.id)
         if mode == "original":
             return self.editor.edit(image, item.instruction, seed)
@@ -236,7 +216,9 @@ class EditingPipeline:
                 ) from exc
         return out
 
-    def process(self, items: Sequence[Item], mode: str) -> Iterator[tuple[Item, Image.Image | None, dict]]:
+    def process(
+        self, items: Sequence[Record], mode: str
+    ) -> Iterator[tuple[Record, Image.Image | None, dict]]:
         """Run one batch; yield (item, edited image or None, trace without output paths) per item."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -345,7 +327,7 @@ class EditingPipeline:
                 traces[i]["error"] = res.error
         return parsed
 
-    def _trace(self, item: Item, mode: str) -> dict[str, Any]:
+    def _trace(self, item: Record, mode: str) -> dict[str, Any]:
         return {
             "id": item.id,
             "mode": mode,
@@ -366,7 +348,7 @@ class EditingPipeline:
 
     def run(
         self,
-        items: Iterable[Item],
+        items: Iterable[Record],
         out_dir: str | Path,
         mode: str,
         retry_errors: bool = False,
@@ -382,7 +364,7 @@ class EditingPipeline:
         done = done_ids(run_dir, retry_errors=retry_errors)
         summary = RunSummary(run_dir=run_dir)
         seen: set[str] = set()
-        pending: list[Item] = []
+        pending: list[Record] = []
         for it in items:
             try:
                 stem = file_stem(it.id)
@@ -411,7 +393,7 @@ class EditingPipeline:
         return summary
 
 
-def write_item(run_dir: Path, item: Item, image: Image.Image | None, trace: dict[str, Any]) -> Path:
+def write_item(run_dir: Path, item: Record, image: Image.Image | None, trace: dict[str, Any]) -> Path:
     """Save `<id>.png` (if any) then `<id>.json`, each atomically; the trace marks the item done."""
     from inference.fileio import save_png, write_json
 

@@ -1,41 +1,23 @@
-"""The built-in verifiable synthetic set: procedural scenes, compound edit requests, exact targets.
+"""The synthetic scene world: flat shapes on a grid, rendered exactly, edited exactly.
 
 A scene is a few flat shapes (distinct colours, so a colour names an object) on a 3x3 grid over a
-faintly checkered background (the checker makes "blur the background" visible). A request
-combines 1-4 edits from a fixed action taxonomy phrased in varied natural language; each item
-carries the exact ground-truth decomposition, the canonical ordered sub-requests and the target
-scene, which `apply_instruction` reproduces from the sub-requests (the deterministic "tool editor").
-
-Every item depends only on (seed, index), so any slice can be regenerated, sharded or resumed.
-
-    python -m data_prep.synthetic --out outputs/data/synthetic --train 2000 --val 256 --seed 0
-
-writes train/val RL parquet, SFT and EasyR1 parquet, the val items as an eval folder `eval/`,
-`corpus.txt` and `manifest.json` (see data_prep/README.md).
+faintly checkered background (the checker makes "blur the background" visible). `render_scene` draws
+it and carries the scene JSON in `image.info` (and in PNG text chunks after `save_png`), `scene_of`
+reads it back, and `apply_instruction` executes canonical sub-requests on it exactly: the
+deterministic tool editor (`inference.editors.ToolEditor`) of the CPU demo and the tests. The items
+built on it (requests, ground truth, targets) are `inference.synthetic_items`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
-import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from inference.fileio import save_png
-from inference.protocol import Decomposition, EditPlan, render_decomposition, render_plan
-
 #: Key of the scene JSON in `image.info` and in the PNG text chunks.
 SCENE_INFO_KEY = "imageedit_scene"
-SOURCE = "synthetic"
-#: Sub-folder of a written dataset holding the held-out items as a records folder.
-EVAL_DIR = "eval"
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -91,7 +73,7 @@ ACTIONS: tuple[str, ...] = (
     "darken",
     "blur background",
 )
-_OBJECT_ACTIONS = ("remove", "replace", "recolor", "resize", "move")
+OBJECT_ACTIONS = ("remove", "replace", "recolor", "resize", "move")
 
 
 @dataclass(frozen=True)
@@ -219,7 +201,7 @@ def scene_of(image: Image.Image) -> Scene | None:
 # Canonical sub-requests: one template per action, parsed back by `apply_instruction`
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -230,14 +212,14 @@ def canonical_sub_request(action: str, subject: str = "", goal: str = "", size: 
     if action == "remove":
         return f"Remove the {subject}"
     if action == "replace":
-        return f"Replace the {subject} with {_article(goal)} {goal}"
+        return f"Replace the {subject} with {article(goal)} {goal}"
     if action == "resize":
         return f"Make the {subject} {goal}"
     if action == "move":
         return f"Move the {subject} to the {goal}"
     if action == "add":
         size_word = "" if size == "medium" else f"{size} "
-        return f"Add {_article(size_word or subject)} {size_word}{subject} at the {goal}"
+        return f"Add {article(size_word or subject)} {size_word}{subject} at the {goal}"
     if action == "brighten":
         return "Brighten the image"
     if action == "darken":
@@ -346,403 +328,3 @@ def apply_instruction(scene: Scene, text: str) -> Scene:
     for step in split_steps(text):
         scene = _apply_one(scene, step)
     return scene
-
-
-# ---------------------------------------------------------------------------------------------
-# Natural phrasings of each edit (several per action, also indirect ones)
-
-_PHRASES: dict[str, tuple[str, ...]] = {
-    "recolor": (
-        "make the {obj} {goal}",
-        "change the color of the {obj} to {goal}",
-        "recolor the {obj} to {goal}",
-        "paint the {obj} {goal}",
-        "turn the {obj} {goal}",
-        "~the {obj} should be {goal}",
-        "~I want the {obj} in {goal}",
-    ),
-    "remove": (
-        "remove the {obj}",
-        "delete the {obj}",
-        "get rid of the {obj}",
-        "erase the {obj}",
-        "take out the {obj}",
-        "~I don't want the {obj} in the picture",
-    ),
-    "replace": (
-        "replace the {obj} with {a_goal}",
-        "turn the {obj} into {a_goal}",
-        "swap the {obj} for {a_goal}",
-        "change the shape of the {obj} to {a_goal}",
-        "~the {obj} should be {a_goal} instead",
-    ),
-    "resize_larger": (
-        "make the {obj} bigger",
-        "enlarge the {obj}",
-        "scale up the {obj}",
-        "increase the size of the {obj}",
-        "~the {obj} is too small",
-    ),
-    "resize_smaller": (
-        "make the {obj} smaller",
-        "shrink the {obj}",
-        "scale down the {obj}",
-        "reduce the size of the {obj}",
-        "~the {obj} is too big",
-    ),
-    "move": (
-        "move the {obj} to the {goal}",
-        "shift the {obj} to the {goal}",
-        "put the {obj} at the {goal}",
-        "drag the {obj} over to the {goal}",
-        "~the {obj} belongs at the {goal}",
-    ),
-    "add": (
-        "add {a_new} at the {goal}",
-        "put {a_new} at the {goal}",
-        "draw {a_new} at the {goal}",
-        "place {a_new} at the {goal}",
-        "~there should be {a_new} at the {goal}",
-    ),
-    "brighten": (
-        "brighten the image",
-        "make the picture brighter",
-        "increase the brightness",
-        "lighten the photo",
-        "~it is too dark",
-    ),
-    "darken": (
-        "darken the image",
-        "make the picture darker",
-        "lower the brightness",
-        "dim the photo",
-        "~it is too bright",
-    ),
-    "blur background": (
-        "blur the background",
-        "make the background blurry",
-        "soften the background",
-        "put the background out of focus",
-        "defocus the background",
-    ),
-}
-_CONNECTORS = (", ", " and ", ", then ", ". Also ", "; ", " and then ")
-_OPENERS = ("", "", "", "please ", "can you ", "could you ")
-_COLOUR_ONLY = ("{c} one", "{c} shape", "{c} object", "{c} thing")
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One edit of a request: its action, the ground-truth subject and goal, and the new object."""
-
-    action: str
-    subject: str
-    goal: str
-    size: str = "medium"
-
-    @property
-    def sub_request(self) -> str:
-        return canonical_sub_request(self.action, self.subject, self.goal, self.size)
-
-
-@dataclass(frozen=True)
-class SyntheticItem:
-    """One verifiable example. Images render lazily (and once) on first access."""
-
-    id: str
-    scene: Scene
-    request: str
-    decomposition: Decomposition
-    plan: EditPlan
-    target_scene: Scene
-    edits: tuple[Edit, ...] = field(default=(), repr=False)
-    image_size: int = 64
-
-    @cached_property
-    def image(self) -> Image.Image:
-        return render_scene(self.scene, self.image_size)
-
-    @cached_property
-    def target_image(self) -> Image.Image:
-        return render_scene(self.target_scene, self.image_size)
-
-    @property
-    def answer(self) -> str:
-        """The decomposition agent's exact target answer (SFT cold start)."""
-        return render_decomposition(self.decomposition)
-
-
-def _phrase(rng: random.Random, edit: Edit, scene: Scene) -> str:
-    if edit.action in _OBJECT_ACTIONS:
-        colour = edit.subject.split(" ", 1)[0]
-        obj = rng.choice(_COLOUR_ONLY).format(c=colour) if rng.random() < 0.25 else edit.subject
-    else:
-        obj = edit.subject
-    key = edit.action
-    if key == "resize":
-        key = f"resize_{edit.goal}"
-    template = rng.choice(_PHRASES[key])
-    size_word = "" if edit.size == "medium" else f"{edit.size} "
-    new = f"{size_word}{edit.subject}"
-    return template.format(
-        obj=obj,
-        goal=edit.goal,
-        a_goal=f"{_article(edit.goal)} {edit.goal}",
-        a_new=f"{_article(new)} {new}",
-    )
-
-
-def _join(rng: random.Random, clauses: list[str]) -> str:
-    """One request from clauses; a leading "~" marks a statement (no "please"/"can you" before it)."""
-    first = clauses[0]
-    opener = "" if first.startswith("~") else rng.choice(_OPENERS)
-    text = opener + first.lstrip("~")
-    question = opener.startswith(("can", "could"))
-    connectors = [c for c in _CONNECTORS if not (question and c.startswith("."))]
-    for clause in clauses[1:]:
-        text += rng.choice(connectors) + clause.lstrip("~")
-    text = re.sub(r"(^|[.] )([a-z])", lambda m: m[1] + m[2].upper(), text)
-    return text + ("?" if question else ".")
-
-
-def random_scene(rng: random.Random, min_objects: int = 1, max_objects: int = 3) -> Scene:
-    n = rng.randint(min_objects, max_objects)
-    colours = rng.sample(list(COLOURS), n)
-    cells = rng.sample(list(POSITIONS), n)
-    objects = tuple(
-        SceneObject(rng.choice(SHAPES), c, rng.choice(SIZES), p) for c, p in zip(colours, cells, strict=True)
-    )
-    return Scene(background=rng.choice(list(BACKGROUNDS)), objects=objects)
-
-
-def _sample_edits(rng: random.Random, scene: Scene, n_edits: int) -> list[Edit]:
-    """Pick edits that commute: each object edited at most once, colours and cells never reused."""
-    free_objects = list(scene.objects)
-    used_colours = {o.colour for o in scene.objects}
-    used_cells = {o.position for o in scene.objects}
-    used_globals: set[str] = set()
-    edits: list[Edit] = []
-    for _ in range(n_edits):
-        options = []
-        if free_objects:
-            options += ["recolor", "remove", "replace", "resize", "move"]
-        if len(used_colours) < len(COLOURS) and len(used_cells) < len(POSITIONS):
-            options.append("add")
-        if not used_globals & {"brighten", "darken"}:
-            options += ["brighten", "darken"]
-        if "blur background" not in used_globals:
-            options.append("blur background")
-        if not options:
-            break
-        action = rng.choice(options)
-        if action in _OBJECT_ACTIONS:
-            obj = free_objects.pop(rng.randrange(len(free_objects)))
-            if action == "recolor":
-                goal = rng.choice([c for c in COLOURS if c not in used_colours])
-                used_colours.add(goal)
-            elif action == "remove":
-                goal = GOAL_REMOVED
-            elif action == "replace":
-                goal = rng.choice([s for s in SHAPES if s != obj.shape])
-            elif action == "resize":
-                choices = [
-                    g
-                    for g, ok in ((GOAL_LARGER, obj.size != "large"), (GOAL_SMALLER, obj.size != "small"))
-                    if ok
-                ]
-                goal = rng.choice(choices)
-            else:
-                goal = rng.choice([p for p in POSITIONS if p not in used_cells])
-                used_cells.add(goal)
-            edits.append(Edit(action, obj.name, goal))
-        elif action == "add":
-            colour = rng.choice([c for c in COLOURS if c not in used_colours])
-            cell = rng.choice([p for p in POSITIONS if p not in used_cells])
-            used_colours.add(colour)
-            used_cells.add(cell)
-            size = rng.choice(("small", "medium", "medium", "large"))
-            edits.append(Edit("add", f"{colour} {rng.choice(SHAPES)}", cell, size))
-        else:
-            used_globals.add(action)
-            subject = BACKGROUND_SUBJECT if action == "blur background" else IMAGE_SUBJECT
-            goal = {"brighten": GOAL_BRIGHTER, "darken": GOAL_DARKER, "blur background": GOAL_BLURRED}[action]
-            edits.append(Edit(action, subject, goal))
-    return edits
-
-
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(values))
-
-
-def make_item(
-    seed: int, index: int, min_edits: int = 1, max_edits: int = 4, image_size: int = 64
-) -> SyntheticItem:
-    """Item `index` of the set with `seed`; depends on nothing else (sharding and resume are free)."""
-    rng = random.Random(f"imageedit-synthetic/{seed}/{index}")
-    scene = random_scene(rng)
-    edits = _sample_edits(rng, scene, rng.randint(min_edits, max_edits))
-    request = _join(rng, [_phrase(rng, e, scene) for e in edits])
-    n = len(edits)
-    decomposition = Decomposition(
-        actions=_unique(e.action for e in edits),
-        subjects=_unique(e.subject for e in edits),
-        goals=_unique(e.goal for e in edits),
-        think=f"{n} edit{'s' if n > 1 else ''}",
-    )
-    ordered = sorted(edits, key=lambda e: ACTIONS.index(e.action))
-    plan = EditPlan(sub_requests=tuple(e.sub_request for e in ordered))
-    target = scene
-    for sub in plan.sub_requests:
-        target = apply_instruction(target, sub)
-    return SyntheticItem(
-        id=f"synthetic-{seed}-{index:07d}",
-        scene=scene,
-        request=request,
-        decomposition=decomposition,
-        plan=plan,
-        target_scene=target,
-        edits=tuple(edits),
-        image_size=image_size,
-    )
-
-
-def generate_items(
-    n: int, seed: int = 0, min_edits: int = 1, max_edits: int = 4, start: int = 0, image_size: int = 64
-) -> Iterator[SyntheticItem]:
-    """Items `start .. start+n-1` of the deterministic set `seed` (images render lazily)."""
-    if not 1 <= min_edits <= max_edits:
-        raise ValueError(f"need 1 <= min_edits <= max_edits, got {min_edits}, {max_edits}")
-    for index in range(start, start + n):
-        yield make_item(seed, index, min_edits, max_edits, image_size)
-
-
-def iter_corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> Iterator[str]:
-    """Texts for training the tiny tokenizer, streamed: requests, prompts, answers, plans and
-    single-turn instructions."""
-    from inference.prompts import decomposition_prompt
-    from inference.protocol import single_turn_instruction
-
-    for item in items:
-        yield item.request
-        if with_prompts:
-            yield decomposition_prompt(item.request)
-        yield render_decomposition(item.decomposition)
-        yield render_plan(item.plan)
-        yield single_turn_instruction(item.plan)
-
-
-def corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> list[str]:
-    """`iter_corpus` as a list (what `inference.tiny.build_tiny_vlm(corpus=...)` takes)."""
-    return list(iter_corpus(items, with_prompts))
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing a dataset folder (CLI)
-
-
-def training_example(item: SyntheticItem):
-    """The writers' row source for one item (image encoded as PNG)."""
-    from data_prep.writers import TrainingExample, png_bytes
-
-    return TrainingExample(
-        id=item.id,
-        source=SOURCE,
-        instruction=item.request,
-        image_png=png_bytes(item.image),
-        decomposition=item.decomposition,
-        plan=item.plan,
-    )
-
-
-def eval_record(item: SyntheticItem, folder: str | os.PathLike):
-    """Save the item's input and exact target under `folder/images/` and return its Record."""
-    from data_prep.records import IMAGES_DIR, Record
-
-    images = Path(folder) / IMAGES_DIR
-    source = save_png(item.image, images / f"{item.id}.png")
-    target = save_png(item.target_image, images / f"{item.id}.target.png")
-    return Record(
-        id=item.id,
-        source=SOURCE,
-        instruction=item.request,
-        image=source.resolve(),
-        references=(target.resolve(),),
-        decomposition=item.decomposition,
-        plan=item.plan,
-    )
-
-
-def write_dataset(
-    out_dir: str | os.PathLike,
-    train: int = 2000,
-    val: int = 256,
-    seed: int = 0,
-    min_edits: int = 1,
-    max_edits: int = 4,
-    image_size: int = 64,
-    progress: bool = True,
-) -> dict:
-    """Write the synthetic set: RL/SFT/EasyR1 parquet for train and val, the val items as an eval
-    records folder `eval/` (`records.jsonl` + `images/`, inputs and exact targets), `corpus.txt`
-    and `manifest.json`. Streamed and atomic."""
-    from tqdm import tqdm
-
-    from data_prep.records import write_records
-    from data_prep.writers import write_training_sets
-    from inference.fileio import atomic_open, write_json
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    kw = dict(seed=seed, min_edits=min_edits, max_edits=max_edits, image_size=image_size)
-    bar = lambda it, n, desc: tqdm(it, total=n, desc=desc, disable=not progress, mininterval=1)  # noqa: E731
-    counts = {}
-    train_items = bar(generate_items(train, **kw), train, "synthetic train")
-    counts |= write_training_sets(out, (training_example(i) for i in train_items), "train")
-    val_items = bar(generate_items(val, start=train, **kw), val, "synthetic val")
-    counts |= write_training_sets(out, (training_example(i) for i in val_items), "val")
-    eval_items = bar(generate_items(val, start=train, **kw), val, "synthetic eval")
-    eval_dir = out / EVAL_DIR
-    write_records(eval_dir, (eval_record(i, eval_dir) for i in eval_items))
-    counts[f"{EVAL_DIR}/records.jsonl"] = val
-    with atomic_open(out / "corpus.txt") as fh:
-        for line in iter_corpus(generate_items(train, **kw)):
-            fh.write(line + "\n")
-    manifest = {"source": SOURCE, "train": train, "val": val, **kw, "files": counts}
-    write_json(out / "manifest.json", manifest)
-    return manifest
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--train", type=int, default=2000)
-    parser.add_argument("--val", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-edits", type=int, default=1)
-    parser.add_argument("--max-edits", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    from data_prep.writers import verl_image_support_problem
-
-    if problem := verl_image_support_problem():
-        print(f"WARNING: {problem}", file=sys.stderr)
-    manifest = write_dataset(
-        args.out,
-        train=args.train,
-        val=args.val,
-        seed=args.seed,
-        min_edits=args.min_edits,
-        max_edits=args.max_edits,
-        image_size=args.image_size,
-        progress=not args.no_progress,
-    )
-    print(json.dumps(manifest["files"], indent=2))
-
-
-if __name__ == "__main__":
-    main()

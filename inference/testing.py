@@ -1,4 +1,4 @@
-"""Test and benchmark helpers: a synthetic eval-set folder, and a tiny VLM taught to give fixed answers.
+"""Test and benchmark helpers: a tiny VLM taught to give fixed answers, and a local HTTP server.
 
 A randomly initialised tiny VLM never writes a parseable decomposition, so the single/multi modes
 would stop at the decomposition error. `teach_tiny_vlm` overfits the tiny model on a few
@@ -11,18 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-
-def write_synthetic_eval_set(folder: str | Path, n: int, seed: int = 0, max_edits: int = 2) -> Path:
-    """A data_prep records folder of `n` synthetic items (images with their scenes, targets, GT)."""
-    from data_prep.records import write_records
-    from data_prep.synthetic import eval_record, generate_items
-
-    folder = Path(folder)
-    write_records(
-        folder, [eval_record(item, folder) for item in generate_items(n, seed=seed, max_edits=max_edits)]
-    )
-    return folder
 
 
 def teach_tiny_vlm(
@@ -122,10 +110,10 @@ def cached_taught_vlm(
 
 def taught_on_first_item(eval_set: str | Path, vlm_dir: str | Path):
     """(first record of `eval_set`, a tiny VLM taught its decomposition and plan), cached."""
-    from data_prep.records import read_records
     from inference.pipeline import load_image
     from inference.prompts import decomposition_prompt, sequencing_prompt
     from inference.protocol import render_decomposition, render_plan
+    from inference.records import read_records
 
     first = next(read_records(eval_set))
     image = load_image(first.image)

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.app_testing import FakeJudgeServer, running_app
+from app.testing import FakeJudgeServer, running_app
 from inference.pipeline import file_stem
 from inference.protocol import render_decomposition
-from inference.testing import request_json, taught_on_first_item, write_synthetic_eval_set
+from inference.synthetic_items import write_synthetic_eval_set
+from inference.testing import request_json, taught_on_first_item
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -267,11 +268,11 @@ def test_uploads_are_checked_and_errors_are_shown_in_words(served, client, taugh
     assert any((app.out / "gradio").rglob("bomb.png"))
 
 
-def test_python_m_inference_app_serves_the_embedded_default_on_localhost(tmp_path):
-    """`python -m inference.app` with no demo run: the tiny toy model with its notice, the built-in
+def test_python_m_app_serves_the_embedded_default_on_localhost(tmp_path):
+    """`python -m app` with no demo run: the tiny toy model with its notice, the built-in
     synthetic examples, bound to 127.0.0.1."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "inference.app", "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "app", "--out", str(tmp_path / "out")]
     cmd += ["--demo-dir", str(tmp_path / "no-demo")]
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -299,6 +300,6 @@ def test_python_m_inference_app_serves_the_embedded_default_on_localhost(tmp_pat
 
 def test_the_package_and_the_app_module_import_without_gradio():
     """gradio is imported only when the page is built: `import inference` and the CLI never need it."""
-    code = "import sys; sys.modules['gradio'] = None; import inference, inference.app, inference.cli; print('ok')"
+    code = "import sys; sys.modules['gradio'] = None; import inference, app.editing_app, inference.cli; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr

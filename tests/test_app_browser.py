@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from inference.app_testing import running_app
-from inference.testing import taught_on_first_item, write_synthetic_eval_set
+from app.testing import running_app
+from inference.synthetic_items import write_synthetic_eval_set
+from inference.testing import taught_on_first_item
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -11,11 +11,11 @@ import pytest
 
 from data_prep.build import main
 from data_prep.groundtruth import TeacherAnnotator, read_ground_truth, redact, write_annotations
-from data_prep.records import Record, read_records
 from data_prep.report import Report
-from data_prep.synthetic import eval_record, generate_items
 from inference.backends import ChatBackend
 from inference.protocol import render_decomposition
+from inference.records import Record, read_records
+from inference.synthetic_items import eval_record, generate_items
 from inference.testing import LocalServer, chat_completion, request_json
 
 SECRET = "sk-test-very-secret-0123456789"
@@ -164,7 +164,7 @@ class TeacherServer(LocalServer):
 def test_annotate_cli_over_http_with_the_shared_openai_backend(tmp_path, records, monkeypatch):
     pytest.importorskip("httpx")
     pytest.importorskip("inference.llm")
-    from data_prep.records import write_records
+    from inference.records import write_records
 
     folder = tmp_path / "records"
     write_records(folder, records)

@@ -20,8 +20,8 @@ from PIL import Image
 
 from data_prep.build import build_eval_set, build_rl_data, cli, main, sample_ranks
 from data_prep.readers import PRESETS, ColumnError, ColumnMap, open_source
-from data_prep.records import read_records
 from inference.fileio import BadImage, load_image
+from inference.records import read_records
 
 
 def png(colour="red", size=(48, 36), mode="RGB") -> bytes:
@@ -400,7 +400,7 @@ def test_ground_truth_reader_counts_any_bad_line_and_never_crashes(tmp_path_fact
 @settings(max_examples=150, deadline=None)
 @given(json_values)
 def test_record_parser_raises_only_value_error(value):
-    from data_prep.records import Record
+    from inference.records import Record
 
     try:
         Record.from_json(value if isinstance(value, dict) else {"x": value}, "/tmp")

@@ -10,18 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from data_prep.synthetic import (
-    SCENE_INFO_KEY,
-    Scene,
-    SceneObject,
-    apply_instruction,
-    corpus,
-    generate_items,
-    render_scene,
-    save_png,
-    scene_of,
-)
+from data_prep.synthetic import corpus
+from inference.fileio import save_png
 from inference.protocol import ACTION_VOCABULARY, Decomposition, check_format, single_turn_instruction
+from inference.scenes import SCENE_INFO_KEY, Scene, SceneObject, apply_instruction, render_scene, scene_of
+from inference.synthetic_items import generate_items
 
 ITEMS = list(generate_items(400, seed=0))
 

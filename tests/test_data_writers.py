@@ -12,11 +12,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from data_prep.records import read_records
-from data_prep.synthetic import scene_of, write_dataset
+from data_prep.synthetic import write_dataset
 from data_prep.writers import verl_image_support_problem
 from inference.prompts import IMAGE_PLACEHOLDER
 from inference.protocol import Decomposition, check_format, parse_decomposition
+from inference.records import read_records
+from inference.scenes import scene_of
 
 N_TRAIN, N_VAL = 48, 16
 
@@ -155,8 +156,8 @@ def test_rl_rows_built_from_benchmark_records_load_in_verl(tmp_path, processor):
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
     from data_prep.build import build_rl_data
-    from data_prep.records import Record, write_records
     from inference.protocol import EditPlan
+    from inference.records import Record, write_records
 
     folder = tmp_path / "records"
     (folder / "images").mkdir(parents=True)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.synthetic import generate_items, scene_of
 from inference.editors import EditorError, editor_defaults, make_editor
 from inference.http_client import HTTPRequestError
+from inference.scenes import scene_of
+from inference.synthetic_items import generate_items
 from inference.testing import LocalServer
 
 

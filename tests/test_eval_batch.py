@@ -54,14 +54,15 @@ def run(tmp_path_factory):
     editor (mode multi: exact targets), plus mode original (the tool editor cannot execute free
     text, so those items fail and have no image)."""
     from inference.editors import make_editor
-    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
-    from inference.testing import write_synthetic_eval_set
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer
+    from inference.records import read_records
+    from inference.synthetic_items import write_synthetic_eval_set
 
     root = tmp_path_factory.mktemp("eval_run")
     records = write_synthetic_eval_set(root / "data", N_ITEMS, seed=1)
     pipeline = EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer(), batch_size=4)
     for mode in ("multi", "original"):
-        pipeline.run(items_from_records(records), root / "runs", mode, progress=False)
+        pipeline.run(read_records(records), root / "runs", mode, progress=False)
     return root
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.synthetic import make_item, render_scene
 from eval.reference import PSNR_CAP_DB, decomposition_scores, edit_region, is_exact, reference_metrics
 from inference.protocol import Decomposition, render_decomposition
+from inference.scenes import render_scene
+from inference.synthetic_items import make_item
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ import pytest
 from PIL import Image
 
 from data_prep.build import build_eval_set
-from data_prep.records import read_records
 from inference.editors import Editor
 from inference.fileio import MAX_ASPECT_RATIO, MIN_SIDE, BadImage, check_fit, load_image, remove_stale_temps
-from inference.pipeline import EditingPipeline, Item, read_traces
+from inference.pipeline import EditingPipeline, read_traces
+from inference.records import Record, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_the_zoo_gives_the_same_pixels_or_the_same_reason_in_data_prep_and_the_p
     kept = {r.id: np.asarray(Image.open(r.image).convert("RGB")) for r in read_records(tmp_path / "data")}
     skipped = {e.split(":", 1)[0]: reason for reason, examples in report.examples.items() for e in examples}
 
-    items = [Item(name, f"fix {name}", tmp_path / "zoo" / file) for name, (file, _) in cases.items()]
+    items = [Record(name, "zoo", f"fix {name}", tmp_path / "zoo" / file) for name, (file, _) in cases.items()]
     EditingPipeline(IdentityEditor()).run(items, tmp_path / "out", "original", progress=False)
     traces = {t["id"]: t for t in read_traces(tmp_path / "out" / "original")}
 

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from data_prep.synthetic import apply_instruction, generate_items
 from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer, template_steps
 from inference.backends import ChatBackend, Conversation, Sampling
 from inference.protocol import ACTION_VOCABULARY, Decomposition, EditPlan, render_decomposition, render_plan
+from inference.scenes import apply_instruction
+from inference.synthetic_items import generate_items
 
 GOOD = render_decomposition(Decomposition(("recolor",), ("coat",), ("red",), think="one edit"))
 

@@ -166,12 +166,13 @@ def test_cli_judge_with_the_tiny_vlm_records_failures_not_zeros(tiny_vlm_dir, tm
     from eval.cli import main
     from eval.scores import read_scores
     from inference.editors import make_editor
-    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
-    from inference.testing import write_synthetic_eval_set
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer
+    from inference.records import read_records
+    from inference.synthetic_items import write_synthetic_eval_set
 
     records = write_synthetic_eval_set(tmp_path / "data", 2, seed=4)
     EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer()).run(
-        items_from_records(records), tmp_path / "runs", "single", progress=False
+        read_records(records), tmp_path / "runs", "single", progress=False
     )
     argv = ["judge", "--run", str(tmp_path / "runs" / "single"), "--benchmark", "synthetic"]
     argv += ["--backend", "transformers", "--model", str(tiny_vlm_dir), "--device", "cpu", "--retries", "0"]

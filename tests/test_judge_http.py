@@ -77,12 +77,13 @@ def test_batch_rerun_against_the_server_sends_no_request(tmp_path):
     """An interrupted-then-finished batch and a full rerun: the server counts what is asked."""
     from eval.batch import judge_run
     from inference.editors import make_editor
-    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
-    from inference.testing import write_synthetic_eval_set
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer
+    from inference.records import read_records
+    from inference.synthetic_items import write_synthetic_eval_set
 
     records = write_synthetic_eval_set(tmp_path / "data", 4, seed=2)
     pipeline = EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer())
-    pipeline.run(items_from_records(records), tmp_path / "runs", "single", progress=False)
+    pipeline.run(read_records(records), tmp_path / "runs", "single", progress=False)
     kwargs = dict(benchmark="synthetic", evaluator="GPT-4o", cache_dir=tmp_path / "cache", progress=False)
     with JudgeServer() as server:
         rows = judge_run(
@@ -100,12 +101,13 @@ def test_cli_judge_against_the_server(tmp_path, capsys):
     from eval.cli import main
     from eval.scores import read_scores
     from inference.editors import make_editor
-    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer, items_from_records
-    from inference.testing import write_synthetic_eval_set
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer
+    from inference.records import read_records
+    from inference.synthetic_items import write_synthetic_eval_set
 
     records = write_synthetic_eval_set(tmp_path / "data", 3, seed=3)
     EditingPipeline(make_editor("tool"), OracleDecomposer(), OracleSequencer()).run(
-        items_from_records(records), tmp_path / "runs", "multi", progress=False
+        read_records(records), tmp_path / "runs", "multi", progress=False
     )
     verdicts = '{"verdicts": [' + ",".join(['{"verdict": "yes"}'] * 8) + "]}"
     with JudgeServer(script=[GOOD] * 3 + [verdicts] * 3) as server:

@@ -16,26 +16,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from data_prep.records import IMAGES_DIR, Record, read_records, write_records
-from data_prep.synthetic import save_png, scene_of
 from inference.agents import TemplateSequencer
 from inference.cli import cli
 from inference.cli import main as cli_main
 from inference.editors import make_editor
+from inference.fileio import save_png
 from inference.pipeline import (
     EditingPipeline,
     InputError,
-    Item,
     OracleDecomposer,
     OracleSequencer,
     done_ids,
     file_stem,
     item_seed,
-    items_from_records,
     load_image,
     read_traces,
 )
-from inference.testing import write_synthetic_eval_set
+from inference.records import IMAGES_DIR, Record, read_records, write_records
+from inference.scenes import scene_of
+from inference.synthetic_items import write_synthetic_eval_set
 
 TRACE_KEYS = {
     "id",
@@ -158,7 +157,7 @@ def test_agents_answer_once_per_item_across_modes(eval_set, tmp_path):
 
     decomposer = CountingDecomposer()
     pipe = EditingPipeline(make_editor("tool"), decomposer, OracleSequencer(), batch_size=3)
-    items = list(items_from_records(eval_set))
+    items = list(read_records(eval_set))
     for mode in ("single", "multi"):
         assert pipe.run(items, tmp_path, mode, progress=False).failed == 0
     assert sorted(decomposer.calls) == sorted(it.id for it in items)  # asked once, reused by multi
@@ -173,7 +172,7 @@ def test_agents_answer_once_per_item_across_modes(eval_set, tmp_path):
 
 @pytest.mark.parametrize("mode", ["single", "multi"])
 def test_ground_truth_agents_with_the_tool_editor_reproduce_the_targets(eval_set, tmp_path, mode):
-    summary = _tool_pipeline(batch_size=3).run(items_from_records(eval_set), tmp_path, mode, progress=False)
+    summary = _tool_pipeline(batch_size=3).run(read_records(eval_set), tmp_path, mode, progress=False)
     assert (summary.done, summary.failed) == (8, 0)
     records = {r.id: r for r in read_records(eval_set)}
     traces = list(read_traces(tmp_path / mode))
@@ -190,7 +189,7 @@ def test_ground_truth_agents_with_the_tool_editor_reproduce_the_targets(eval_set
 
 def test_original_mode_sends_the_request_as_is(eval_set, tmp_path):
     pipe = EditingPipeline(make_editor("tool"))  # no agents needed
-    pipe.run(items_from_records(eval_set), tmp_path, "original", progress=False)
+    pipe.run(read_records(eval_set), tmp_path, "original", progress=False)
     traces = list(read_traces(tmp_path / "original"))
     assert len(traces) == 8
     for t in traces:
@@ -203,7 +202,7 @@ def test_original_mode_sends_the_request_as_is(eval_set, tmp_path):
 
 def test_template_sequencer_runs_too(eval_set, tmp_path):
     pipe = EditingPipeline(make_editor("tool"), OracleDecomposer(), TemplateSequencer())
-    summary = pipe.run(items_from_records(eval_set), tmp_path, "single", progress=False)
+    summary = pipe.run(read_records(eval_set), tmp_path, "single", progress=False)
     assert summary.done == 8
     assert all(t["models"]["sequencing"] == "template" for t in read_traces(tmp_path / "single"))
 
@@ -239,7 +238,7 @@ def test_bad_items_get_clear_errors_and_the_batch_goes_on(eval_set, tmp_path):
     write_records(folder, [recs[0], *bad, recs[1]])
     for mode in ("original", "single"):
         pipe = _tool_pipeline(batch_size=4) if mode == "single" else EditingPipeline(make_editor("tool"))
-        summary = pipe.run(items_from_records(folder), tmp_path / "out", mode, progress=False)
+        summary = pipe.run(read_records(folder), tmp_path / "out", mode, progress=False)
         assert summary.done == 7
         errors = {t["id"]: t["error"] for t in read_traces(tmp_path / "out" / mode)}
         assert errors["missing"].startswith("missing_file:") and "nope.png" in errors["missing"]
@@ -258,7 +257,7 @@ def test_bad_items_get_clear_errors_and_the_batch_goes_on(eval_set, tmp_path):
 
 
 def test_resume_skips_done_items_and_retry_errors_redoes_failures(eval_set, tmp_path):
-    items = list(items_from_records(eval_set))
+    items = list(read_records(eval_set))
     pipe = _tool_pipeline(batch_size=2)
     first = pipe.run(items[:5], tmp_path, "single", progress=False)
     assert (first.done, first.skipped) == (5, 0)
@@ -271,7 +270,7 @@ def test_resume_skips_done_items_and_retry_errors_redoes_failures(eval_set, tmp_
     assert len(done_ids(tmp_path / "single")) == 8
 
     # an item that failed is kept as done, unless asked to retry errors
-    broken = Item("broken", "Remove the red circle", items[0].image)  # no ground truth -> error
+    broken = Record("broken", "test", "Remove the red circle", items[0].image)  # no ground truth -> error
     pipe.run([broken], tmp_path, "single", progress=False)
     assert pipe.run([broken], tmp_path, "single", progress=False).skipped == 1
     again = pipe.run([broken], tmp_path, "single", retry_errors=True, progress=False)
@@ -281,7 +280,7 @@ def test_resume_skips_done_items_and_retry_errors_redoes_failures(eval_set, tmp_
 def test_same_input_and_seed_give_the_same_traces(eval_set, tmp_path):
     runs = []
     for name in ("a", "b"):
-        _tool_pipeline(seed=3).run(items_from_records(eval_set), tmp_path / name, "multi", progress=False)
+        _tool_pipeline(seed=3).run(read_records(eval_set), tmp_path / name, "multi", progress=False)
         runs.append(
             {
                 t["id"]: {k: v for k, v in t.items() if k not in ("timings", "output_image")}
@@ -403,7 +402,7 @@ def test_hosted_editor_calls_run_concurrently_within_a_batch(eval_set, tmp_path)
     with LocalServer(respond) as server:
         editor = make_editor("gemini", base_url=server.url, api_key_env=None)
         pipe = EditingPipeline(editor, batch_size=8, edit_workers=4)
-        summary = pipe.run(items_from_records(eval_set), tmp_path, "original", progress=False)
+        summary = pipe.run(read_records(eval_set), tmp_path, "original", progress=False)
     assert (summary.done, summary.failed) == (8, 0)
     assert 2 <= server.max_active <= 4
     for t in read_traces(tmp_path / "original"):
@@ -411,9 +410,9 @@ def test_hosted_editor_calls_run_concurrently_within_a_batch(eval_set, tmp_path)
 
 
 def test_an_unnamable_id_is_reported_and_the_run_goes_on(eval_set, tmp_path):
-    items = list(items_from_records(eval_set))[:2]
+    items = list(read_records(eval_set))[:2]
     summary = _tool_pipeline().run(
-        [Item("..", "x", items[0].image), *items], tmp_path, "single", progress=False
+        [Record("..", "test", "x", items[0].image), *items], tmp_path, "single", progress=False
     )
     assert (summary.invalid, summary.done, summary.failed) == (1, 2, 0)
 
@@ -442,7 +441,7 @@ def test_agents_over_an_openai_compatible_server_drive_the_tool_editor_exactly(e
         pipe = EditingPipeline(
             make_editor("tool"), DecompositionAgent(backend), VLMSequencer(backend), batch_size=4
         )
-        summary = pipe.run(items_from_records(eval_set), tmp_path, "multi", progress=False)
+        summary = pipe.run(read_records(eval_set), tmp_path, "multi", progress=False)
     assert (summary.done, summary.failed) == (8, 0)
     assert len(server.requests) == 16  # one decomposition and one sequencing call per item
     by_id = {r.id: r for r in records}
@@ -458,8 +457,16 @@ def test_multi_mode_errors_name_the_failing_step_and_empty_plans_are_errors(eval
     record = next(read_records(eval_set))
     gt = Decomposition(("brighten",), ("image",), ("brighter",))
     items = [
-        Item("bad-step", "x", record.image, gt, EditPlan(("Brighten the image", "Paint a moustache"))),
-        Item("no-steps", "x", record.image, gt, EditPlan(())),
+        Record(
+            "bad-step",
+            "test",
+            "x",
+            record.image,
+            (),
+            gt,
+            EditPlan(("Brighten the image", "Paint a moustache")),
+        ),
+        Record("no-steps", "test", "x", record.image, (), gt, EditPlan(())),
     ]
     _tool_pipeline().run(items, tmp_path, "multi", progress=False)
     errors = {t["id"]: t["error"] for t in read_traces(tmp_path / "multi")}

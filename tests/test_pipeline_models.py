@@ -13,9 +13,11 @@ from inference.agents import DecompositionAgent, VLMSequencer
 from inference.backends import Sampling
 from inference.editors import make_editor
 from inference.llm import make_backend
-from inference.pipeline import MODES, EditingPipeline, items_from_records, read_traces
+from inference.pipeline import MODES, EditingPipeline, read_traces
 from inference.protocol import render_decomposition
-from inference.testing import taught_on_first_item, write_synthetic_eval_set
+from inference.records import read_records
+from inference.synthetic_items import write_synthetic_eval_set
+from inference.testing import taught_on_first_item
 
 SAMPLING = Sampling(temperature=0.0, max_new_tokens=96)
 
@@ -49,7 +51,7 @@ def test_every_mode_with_flux_kontext_and_the_transformers_backend(taught, eval_
     first, backend = taught
     pipe = EditingPipeline(flux, *_agents(backend), batch_size=2)
     for mode in MODES:
-        summary = pipe.run(items_from_records(eval_set), tmp_path, mode, progress=False)
+        summary = pipe.run(read_records(eval_set), tmp_path, mode, progress=False)
         assert summary.done == 3
         traces = {t["id"]: t for t in read_traces(tmp_path / mode)}
         assert len(traces) == 3
@@ -77,7 +79,7 @@ def test_every_mode_with_flux_kontext_and_the_transformers_backend(taught, eval_
 
 def test_vlm_agents_with_the_tool_editor_give_the_exact_target(taught, tmp_path):
     first, backend = taught
-    item = next(i for i in items_from_records(first.image.parents[1]) if i.id == first.id)
+    item = next(i for i in read_records(first.image.parents[1]) if i.id == first.id)
     pipe = EditingPipeline(make_editor("tool"), *_agents(backend))
     for mode in ("single", "multi"):
         pipe.run([item], tmp_path, mode, progress=False)
@@ -91,7 +93,7 @@ def test_same_input_and_seed_give_the_same_image(taught, eval_set, flux, tmp_pat
     _, backend = taught
     for name in ("a", "b"):
         EditingPipeline(flux, *_agents(backend), seed=5, batch_size=3).run(
-            items_from_records(eval_set), tmp_path / name, "single", progress=False
+            read_records(eval_set), tmp_path / name, "single", progress=False
         )
     pngs = sorted((tmp_path / "a" / "single").glob("*.png"))
     assert pngs
@@ -105,7 +107,7 @@ def test_a_model_that_never_answers_in_format_is_a_per_item_error(tiny_vlm_dir, 
     pipe = EditingPipeline(
         flux, DecompositionAgent(backend, short, max_attempts=2), VLMSequencer(backend, short)
     )
-    summary = pipe.run(items_from_records(eval_set), tmp_path, "single", progress=False)
+    summary = pipe.run(read_records(eval_set), tmp_path, "single", progress=False)
     assert (summary.done, summary.failed) == (3, 3)
     for t in read_traces(tmp_path / "single"):
         assert t["error"].startswith("decomposition: no parseable answer after 2 attempt(s)")

@@ -10,8 +10,10 @@ from inference.agents import DecompositionAgent, VLMSequencer
 from inference.backends import Sampling
 from inference.editors import make_editor
 from inference.llm import make_backend
-from inference.pipeline import MODES, EditingPipeline, items_from_records, read_traces
-from inference.testing import taught_on_first_item, write_synthetic_eval_set
+from inference.pipeline import MODES, EditingPipeline, read_traces
+from inference.records import read_records
+from inference.synthetic_items import write_synthetic_eval_set
+from inference.testing import taught_on_first_item
 
 SAMPLING = Sampling(temperature=0.0, max_new_tokens=96)
 
@@ -39,7 +41,7 @@ def test_every_mode_with_qwen_image_edit(taught, tiny_qwen_edit_dir, tmp_path):
         true_cfg_scale=1.0,
     )
     pipe = EditingPipeline(editor, *_agents(backend))
-    item = next(i for i in items_from_records(first.image.parents[1]) if i.id == first.id)
+    item = next(i for i in read_records(first.image.parents[1]) if i.id == first.id)
     for mode in MODES:
         assert pipe.run([item], tmp_path, mode, progress=False).failed == 0
         (t,) = read_traces(tmp_path / mode)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_prep.records import read_records
 from inference.pipeline import read_traces
-from inference.testing import write_synthetic_eval_set
+from inference.records import read_records
+from inference.synthetic_items import write_synthetic_eval_set
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 12

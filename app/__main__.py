@@ -1,0 +1,3 @@
+from app.editing_app import main
+
+raise SystemExit(main())
