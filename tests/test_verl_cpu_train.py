@@ -1,0 +1,133 @@
+"""`make train RECIPE=imageedit_r1_tiny` runs verl's own main_ppo end to end on this CPU: a real local
+Ray, the recipes/verl_cpu plugin, our reward and per-component metrics, W&B offline, checkpoints,
+resume from the last one, and `make export` to a folder the inference backend loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cold_start import cold_start
+from wandb_files import read_wandb_history
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = (
+    "train/reward/score",
+    "train/reward/format",
+    "train/reward/action",
+    "train/reward/subject",
+    "train/reward/goal",
+)
+VERLS = ("critic/score/mean", "timing_s/step", "perf/throughput", "training/rollout_probs_diff_mean")
+
+
+def make(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """`make ARGS` with this interpreter (nothing installed) in the checkout."""
+    run = subprocess.run(
+        ["make", "--no-print-directory", f"PYTHON={sys.executable}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, f"make {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
+    return run
+
+
+def metrics(path: Path) -> dict[int, dict]:
+    return {r["step"]: r["data"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two invocations of `make train`: steps 1-2 (checkpoint at 2), then on to step 3 (resumed)."""
+    from recipes import tiny_assets
+    from recipes.launch import compose
+
+    root = tmp_path_factory.mktemp("verl_cpu")
+    assets = [
+        f"assets.data.dir={root}/data",
+        f"assets.model.dir={root}/vlm",
+        "assets.data.train=48",
+        "assets.data.val=8",
+    ]
+    built = tiny_assets.ensure(compose("imageedit_r1_tiny", assets), progress=False)
+    # a cold-started policy: on a random one the rollout/actor agreement check below would be vacuous
+    init = cold_start(built["model"], built["data"] / "sft_train.parquet", root / "cold", steps=20)
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RECIPE", "ARGS", "DRY_RUN")}
+    env = {**base, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "HF_HUB_OFFLINE": "1"}
+    args = [
+        *assets,
+        f"actor_rollout_ref.model.path={init}",
+        f"trainer.default_local_dir={root}/ckpt",
+        "trainer.experiment_name=ci",
+        "trainer.save_freq=2",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+        "data.train_batch_size=2",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+        "actor_rollout_ref.rollout.n=4",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+    ]
+    out = {}
+    for name, steps in (("first", 2), ("second", 3)):
+        log = root / f"{name}.jsonl"
+        env_run = {**env, "VERL_FILE_LOGGER_PATH": str(log)}
+        out[name] = make(
+            "train",
+            "RECIPE=imageedit_r1_tiny",
+            "ARGS=" + " ".join([*args, f"trainer.total_training_steps={steps}"]),
+            env=env_run,
+        )
+        out[f"{name}_metrics"] = metrics(log)
+    out["root"] = root
+    return out
+
+
+def test_verls_trainer_logs_its_keys_and_ours_every_step(runs):
+    first = runs["first_metrics"]
+    assert sorted(first) == [1, 2]
+    for step, row in first.items():
+        missing = [k for k in (*VERLS, *OURS) if k not in row]
+        assert not missing, f"step {step} lacks {missing}"
+        assert 0.0 <= row["train/reward/score"] <= 1.0
+    # the rollout's log-probs agree with the FSDP actor's recomputation (verl's own measure)
+    assert max(row["training/rollout_probs_diff_mean"] for row in first.values()) < 0.01
+
+
+def test_wandb_offline_run_holds_the_same_curves(runs):
+    offline = sorted((runs["root"] / "wandb").glob("offline-run-*"))
+    assert offline, "no W&B offline run folder"
+    history = read_wandb_history(offline[0])
+    steps = [row for row in history if "train/reward/format" in row]
+    assert len(steps) == 2
+    assert {k for row in steps for k in row} >= {*OURS, "critic/score/mean"}
+
+
+def test_checkpoint_then_resume_at_step_3(runs):
+    ckpt = runs["root"] / "ckpt"
+    assert (ckpt / "global_step_2" / "actor" / "fsdp_config.json").is_file()
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+    assert sorted(runs["second_metrics"]) == [3], "the second invocation did not resume after step 2"
+    assert "Training from scratch" not in runs["second"].stdout + runs["second"].stderr
+
+
+def test_export_loads_and_generates_in_the_inference_backend(runs):
+    from inference.backends import Sampling
+    from inference.llm import TransformersBackend
+
+    out = runs["root"] / "export"
+    make("export", f"CKPT={runs['root'] / 'ckpt'}", f"OUT={out}", env={**os.environ})
+    assert (out / "config.json").is_file()
+    backend = TransformersBackend(str(out))
+    answers = backend.chat(
+        [[{"role": "user", "content": "Decompose: make the square red."}]], Sampling(max_new_tokens=8)
+    )
+    assert len(answers) == 1 and answers[0].ok, answers
