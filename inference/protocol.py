@@ -14,7 +14,6 @@ anything, including megabytes of unclosed tags.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Mapping
@@ -209,11 +208,6 @@ def _answer_part_ok(rest: str) -> bool:
     return _WHITESPACE.match(rest, pos).end() == len(rest)
 
 
-#: GRPO scores n samples per prompt whose lists repeat while the reasoning differs: short answer parts
-#: are memoised (16k entries of <= 1 KB).
-_answer_part_ok_memo = functools.lru_cache(maxsize=16384)(_answer_part_ok)
-
-
 def check_format(text: str) -> bool:
     """Strict format: exactly the four tag pairs in order, whitespace between, nothing around;
     no content holds any of the eight tags; action/subjects/goals are JSON arrays of strings."""
@@ -221,8 +215,7 @@ def check_format(text: str) -> bool:
     pos = _scan_tag(s, 0, THINK)
     if pos is None:
         return False
-    rest = s[pos:]
-    return _answer_part_ok_memo(rest) if len(rest) <= 1024 else _answer_part_ok(rest)
+    return _answer_part_ok(s[pos:])
 
 
 def parse_decomposition(text: str) -> ParsedDecomposition:

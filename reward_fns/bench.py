@@ -24,12 +24,9 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from inference.protocol import ACTION_VOCABULARY, Decomposition, _answer_part_ok_memo, render_decomposition
+from inference.fileio import write_json
+from inference.protocol import ACTION_VOCABULARY, Decomposition, render_decomposition
 from reward_fns.imageedit_r1 import compute_score, compute_score_batch
-from reward_fns.scoring import _short_content_set, _truth_sets_from_json
-
-#: The per-process memos of the exact path (cleared per call for the no-hit figure).
-MEMOS = (_answer_part_ok_memo, _short_content_set, _truth_sets_from_json)
 
 MEGABYTE = 1_000_000
 PROMPTS, ROLLOUTS = 32, 8
@@ -178,15 +175,6 @@ def throughput(pairs: list[tuple[str, str]], repeats: int) -> dict[str, dict[str
     rows["regex baseline (exact)"] = {"rewards_per_s": n / baseline}
     rows["exact, per sample (verl)"] = {"rewards_per_s": n / best_of(per_sample(), repeats)}
 
-    def no_memo_hits():
-        results = []
-        for r, g in pairs:
-            for cache in MEMOS:
-                cache.cache_clear()
-            results.append(compute_score("bench", r, g))
-        return results
-
-    rows["exact, every memo cleared per call"] = {"rewards_per_s": n / best_of(no_memo_hits, repeats)}
     rows["exact, batch (EasyR1)"] = {
         "rewards_per_s": n / best_of(lambda: compute_score_batch(inputs), repeats)
     }
@@ -200,7 +188,7 @@ def throughput(pairs: list[tuple[str, str]], repeats: int) -> dict[str, dict[str
     start = time.perf_counter()
     ENCODER.embed(["load"])
     load_s = time.perf_counter() - start
-    ENCODER._cache.clear()
+    ENCODER.clear_cache()
     cold = best_of(lambda: compute_score_batch(inputs, mode="semantic"), 1)
     rows["semantic, batch, empty embedding cache"] = {"rewards_per_s": n / cold, "model_load_s": load_s}
     rows["semantic, batch, cached"] = {
@@ -245,13 +233,6 @@ def adversarial(
                 row["regex_ms_1mb_extrapolated"] = 1000 * estimate
         rows[name] = row
     return rows
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     total = time.perf_counter() - started
     print(f"\nbench took {total:.0f} s")
-    write_json_atomic(
+    write_json(
         Path(args.out),
         {
             "throughput": rates,

@@ -14,14 +14,12 @@ that bounds the work on a megabyte answer, and such answers already have precisi
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 #: Leftover predicted items compared per component (the rest count as unmatched).
 MAX_SOFT_ITEMS = 64
@@ -56,11 +54,12 @@ def best_assignment_total(matrix: np.ndarray) -> float:
         return 0.0
     if 1 in matrix.shape:
         return float(matrix.max())
+    from scipy.optimize import linear_sum_assignment  # 0.4 s to import: only when a matching is needed
+
     rows, cols = linear_sum_assignment(matrix, maximize=True)
     return float(matrix[rows, cols].sum())
 
 
-@functools.lru_cache(maxsize=16384)
 def tokens(item: str) -> frozenset[str]:
     """Word tokens of a normalised item."""
     return frozenset(_WORD.findall(item))
@@ -125,6 +124,11 @@ class SentenceEncoder:
                     self._cache.clear()
                 self._cache.update(zip(missing, vectors, strict=True))
             return {t: self._cache[t] for t in texts}
+
+    def clear_cache(self) -> None:
+        """Forget every embedding (the bench's empty-cache figure)."""
+        with self._lock:
+            self._cache.clear()
 
     def similarity(self, threshold: float) -> SimilarityFn:
         """A similarity function over this encoder (rescaled cosine)."""
