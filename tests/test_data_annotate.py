@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -40,10 +39,12 @@ class ScriptedTeacher(ChatBackend):
 
     model_id = "scripted-teacher"
 
-    def __init__(self, script=None, fail_first=0, delay=0.01):
+    def __init__(self, script=None, fail_first=0, await_overlap=False):
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.fail_first = fail_first
-        self.delay = delay
+        #: hold each call until two are in flight at once (the concurrency test; no timing window)
+        self.await_overlap = await_overlap
+        self.overlapped = threading.Event()
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -56,8 +57,11 @@ class ScriptedTeacher(ChatBackend):
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             fail = self.fail_first > 0
             self.fail_first -= 1
+            if self.in_flight >= 2:
+                self.overlapped.set()
         try:
-            time.sleep(self.delay)
+            if self.await_overlap:
+                self.overlapped.wait(timeout=30)
             if fail:
                 raise ConnectionError(f"upstream said 401 for Authorization: Bearer {SECRET}")
             out = []
@@ -81,7 +85,9 @@ def test_annotations_are_validated_retried_cached_and_counted(tmp_path, records,
     monkeypatch.setenv("TEACHER_API_KEY", SECRET)
     bad = ITEMS[0].request
     hopeless = ITEMS[1].request
-    teacher = ScriptedTeacher(script={bad: ["no tags at all"], hopeless: ["<action>[]</action>"] * 10})
+    teacher = ScriptedTeacher(
+        script={bad: ["no tags at all"], hopeless: ["<action>[]</action>"] * 10}, await_overlap=True
+    )
     annotator = TeacherAnnotator(teacher, tmp_path / "cache", max_concurrency=3, invalid_retries=2)
     report = Report()
     results = list(annotator.annotate(records, report))

@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import threading
-import time
 
 import pytest
 from PIL import Image
@@ -195,8 +194,12 @@ def test_openai_backend_speaks_chat_completions(monkeypatch):
 
 
 def test_openai_backend_bounds_concurrency():
+    overlapped = threading.Event()  # set once two requests are in flight at the same time
+
     def respond(req):
-        time.sleep(0.1)
+        if server.active >= 2:
+            overlapped.set()
+        overlapped.wait(timeout=30)  # hold each request until the client has sent a second one
         return 200, {}, _completion(["ok"])
 
     with LocalServer(respond) as server:
@@ -210,6 +213,7 @@ def test_openai_backend_bounds_concurrency():
 def test_openai_backend_retries_429_5xx_and_timeouts():
     attempts = {"n": 0}
     lock = threading.Lock()
+    done = threading.Event()
 
     def respond(req):
         with lock:
@@ -220,7 +224,7 @@ def test_openai_backend_retries_429_5xx_and_timeouts():
         if n == 2:
             return 503, {}, "overloaded"
         if n == 3:
-            time.sleep(2.5)  # longer than the client's timeout
+            done.wait(timeout=30)  # answers only after the client has given up on it
             return 200, {}, _completion(["late"])
         return 200, {}, _completion(["finally"])
 
@@ -228,6 +232,7 @@ def test_openai_backend_retries_429_5xx_and_timeouts():
     with LocalServer(respond) as server:
         backend = OpenAIBackend("m", base_url=server.url, api_key_env=None, policy=policy)
         assert backend.chat_one(user_message("x")) == "finally"
+        done.set()
     assert attempts["n"] >= 4  # 429, 503, timeout, then success (more only if a loaded CPU is slow)
 
 

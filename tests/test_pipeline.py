@@ -388,12 +388,16 @@ def test_cli_exits_non_zero_when_a_mode_loses_too_much_and_errors_are_one_line(t
 def test_hosted_editor_calls_run_concurrently_within_a_batch(eval_set, tmp_path):
     import base64
     import io
-    import time
+    import threading
 
     from inference.testing import LocalServer
 
+    overlapped = threading.Event()  # set once two editor calls are in flight at the same time
+
     def respond(req):
-        time.sleep(0.1)
+        if server.active >= 2:
+            overlapped.set()
+        overlapped.wait(timeout=30)  # hold each call until the pipeline has made a second one
         buf = io.BytesIO()
         Image.new("RGB", (32, 32), (9, 9, 9)).save(buf, format="PNG")
         part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(buf.getvalue()).decode()}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -115,13 +114,13 @@ def test_parsers_never_raise_on_tag_soup(tokens):
     "unit",
     ["<think>", "<action>", "<action>[", "</think><action>", "<goals>" * 3 + "[", '["', "a" * 7, "<steps>["],
 )
-def test_parse_is_fast_on_megabyte_floods(unit):
+def test_parse_completes_on_megabyte_floods(unit):
+    """Linear: ~10 ms each; a quadratic scan would stall this file for minutes (timings are the
+    benches', never asserted in tests)."""
     text = unit * (1_000_000 // len(unit))
-    t0 = time.perf_counter()
     parse_decomposition(text)
     parse_plan(text)
-    check_format(text)
-    assert time.perf_counter() - t0 < 2.0  # linear: ~10 ms; a quadratic scan takes minutes
+    assert check_format(text) is False
 
 
 def test_plan_round_trip_and_fallback():
