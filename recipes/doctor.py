@@ -289,13 +289,18 @@ class _connected:
 def check_cluster_gpus(config: DictConfig, address: str) -> Finding:
     nodes, per_node = wanted_gpus(config)
     alive, gpus = cluster_resources(address)
-    want = 0 if launch.is_cpu(config) else nodes * per_node
+    # verl's resource pool counts Ray "GPU" resources, one per trainer process, on a CPU recipe too
+    # (verl/single_controller/ray/base.py:226-240)
+    want = nodes * per_node
     if alive < nodes or gpus < want:
+        slots = (
+            " (a CPU recipe needs them as slots: `ray start --num-gpus=N`)" if launch.is_cpu(config) else ""
+        )
         return Finding(
             "gpus",
             "fail",
             f"the Ray cluster at {address} has {alive} node(s) and {gpus:g} GPU(s); the recipe wants "
-            f"trainer.nnodes={nodes} x trainer.n_gpus_per_node={per_node}",
+            f"trainer.nnodes={nodes} x trainer.n_gpus_per_node={per_node}{slots}",
             "wait for the nodes to join (`ray status`), or run with NODES/GPUS the cluster has",
         )
     return Finding("gpus", "ok", f"{alive} node(s), {gpus:g} GPU(s) at {address}")

@@ -223,6 +223,16 @@ def local_path_overrides(config: DictConfig, keys: Sequence[str]) -> list[str]:
     return out
 
 
+def existing_cluster_overrides(config: DictConfig) -> list[str]:
+    """`ray_kwargs.ray_init.num_cpus=null` (and num_gpus): a recipe may size the Ray cluster verl starts
+    itself, but ray.init refuses both when it joins a running cluster (ray/_private/worker.py:1936-1939);
+    there `ray start --num-cpus/--num-gpus` sized it."""
+    init = OmegaConf.select(config, "ray_kwargs.ray_init") or {}
+    return [
+        f"ray_kwargs.ray_init.{key}=null" for key in ("num_cpus", "num_gpus") if init.get(key) is not None
+    ]
+
+
 def hydra_string(value: str) -> str:
     """A Hydra override value that stays a string (`false`, `1` would otherwise change type)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -351,6 +361,9 @@ def plan(
     if route == "submit":
         env.pop("PYTHONPATH")  # the job's working_dir is on its workers' sys.path
     extra = local_path_overrides(config, keys) + (env_var_overrides(env) if route == "train" else [])
+    environ_ = os.environ if environ is None else environ
+    if route == "submit" or environ_.get("RAY_ADDRESS"):
+        extra += existing_cluster_overrides(config)
     all_overrides = [*user, *extra]
     if extra:
         config = compose(recipe, all_overrides)

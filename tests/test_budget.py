@@ -121,8 +121,8 @@ def test_doctor_refuses_rows_verl_would_drop(photo_parquet, qwen_processor):
 
 def test_data_prep_resizes_to_the_budget_and_reports_rows_over_it(tmp_path):
     from data_prep.build import build_rl_data
-    from inference.records import Record, write_records
     from inference.protocol import Decomposition
+    from inference.records import Record, write_records
 
     records = tmp_path / "records"
     (records / "images").mkdir(parents=True)
