@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -451,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--records", required=True)
     an.add_argument("--out", required=True, help="ground-truth JSONL to write")
     an.add_argument(
-        "--backend", default="openai", help="inference.llm.make_backend kind (openai, gemini, ...)"
+        "--backend", default="openai", help="inference.chat_backends.make_backend kind (openai, gemini, ...)"
     )
     an.add_argument("--model", required=True)
     an.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -531,7 +530,7 @@ def _run(args: argparse.Namespace) -> int:
         write_records(args.records, attach_ground_truth(records, truth, report))
     elif args.command == "annotate":
         from data_prep.groundtruth import TeacherAnnotator, write_annotations
-        from inference.llm import make_backend
+        from inference.chat_backends import make_backend
 
         kwargs: dict[str, Any] = {}
         if args.api_key_env is not None:  # '' : no key (a local server); unset: the backend's default
@@ -581,11 +580,6 @@ def _rl_max_pixels(given: int | None) -> int | None:
     from data_prep.budget import PAPER_MAX_PIXELS
 
     return PAPER_MAX_PIXELS if given is None else (given or None)
-
-
-def clean_parts(out_dir: str | os.PathLike) -> None:
-    """Drop the resume state of a finished run (records.jsonl and images stay)."""
-    shutil.rmtree(Path(out_dir) / PARTS_DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Ground-truth decompositions for real benchmarks: import them from JSONL, or annotate with a
-teacher VLM through any `inference.backends.ChatBackend` (an OpenAI-compatible endpoint via
-`inference.llm.make_backend("openai" | "gemini", ...)`, or a local `vllm serve`).
+teacher VLM through any `inference.chat.ChatBackend` (an OpenAI-compatible endpoint via
+`inference.chat_backends.make_backend("openai" | "gemini", ...)`, or a local `vllm serve`).
 
 The annotator runs a bounded number of requests at once, retries failed calls with backoff,
 retries invalid answers (then rejects and counts them), validates through the shared protocol
@@ -28,7 +28,7 @@ from typing import Any
 from PIL import Image
 
 from data_prep.report import Report
-from inference.backends import ChatBackend, Sampling
+from inference.chat import ChatBackend, Sampling
 from inference.fileio import atomic_open, remove_stale_temps, write_jsonl
 from inference.prompts import decomposition_prompt, user_message
 from inference.protocol import Decomposition, parse_decomposition

@@ -216,14 +216,6 @@ class ParquetStreamWriter:
             self.abort()
 
 
-def write_parquet(path: str | os.PathLike, schema: pa.Schema, rows: Iterable[dict[str, Any]]) -> int:
-    """Stream `rows` into `path` atomically; returns the row count."""
-    with ParquetStreamWriter(path, schema) as writer:
-        for row in rows:
-            writer.write(row)
-    return writer.rows
-
-
 class ShardedParquetWriter:
     """`ParquetStreamWriter` that starts a new file every `shard_rows` rows: `<stem>-00000.parquet`, ...
     (verl takes the list of files). With `shard_rows=None` it writes the single file `<stem>.parquet`."""

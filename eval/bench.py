@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from eval.parsing import parse_judge_answer
-from inference.backends import ChatBackend
+from inference.chat import ChatBackend
 
 ANSWERS = [
     '{"fulfillment": 3, "quality": 2, "preservation": 3, "reasoning": "The coat is red; the rest is intact."}',

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.backends import Sampling
+from inference.chat import Sampling
 from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
 
 BACKEND_KINDS = ("transformers", "vllm", "openai", "gemini")
@@ -130,7 +130,7 @@ def make_scorer(args: argparse.Namespace):
     """The rubric judge or the principle verifier the `judge` flags describe (also the app's)."""
     from eval.judge import RubricJudge
     from eval.verifier import PrincipleVerifier
-    from inference.llm import make_backend
+    from inference.chat_backends import make_backend
 
     kwargs: dict = {}
     if args.backend in ("openai", "gemini"):

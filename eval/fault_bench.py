@@ -37,8 +37,8 @@ def item_of(payload: dict[str, Any]) -> str:
 
 
 def _backend(url: str):
+    from inference.chat_backends import make_backend
     from inference.http_client import RetryPolicy
-    from inference.llm import make_backend
 
     policy = RetryPolicy(timeout_s=TIMEOUT_S, max_retries=4, backoff_s=0.01, max_backoff_s=0.05)
     return make_backend("openai", "judge", base_url=url, api_key_env=None, max_concurrency=8, policy=policy)
@@ -83,7 +83,7 @@ def bench_judge(rates_name: str, n_items: int, seed: int) -> dict[str, Any]:
 
 def bench_decomposition(rates_name: str, n_items: int, seed: int) -> dict[str, Any]:
     from inference.agents import DecompositionAgent
-    from inference.backends import Sampling
+    from inference.chat import Sampling
     from inference.protocol import Decomposition, render_decomposition
 
     rates = {"mild": MILD_RATES, "harsh": HARSH_RATES}[rates_name]

@@ -1,6 +1,6 @@
 """The paper's VLM-as-judge (Table 2): original image first, edited second, then the request.
 
-Works over any `inference.backends.ChatBackend` (OpenAI-compatible HTTP for GPT-4o /
+Works over any `inference.chat.ChatBackend` (OpenAI-compatible HTTP for GPT-4o /
 Gemini-2.5-Flash, vLLM or transformers for open VLMs). An answer that cannot be read, or a
 backend error, is retried; when the retries run out the judgement is a failure with its reason,
 never a zero.
@@ -17,7 +17,7 @@ from PIL import Image
 
 from eval.parsing import RubricScores, parse_judge_answer
 from eval.scores import failed_fields
-from inference.backends import ChatBackend, Conversation, Sampling
+from inference.chat import ChatBackend, Conversation, Sampling
 from inference.prompts import judge_prompt, user_message
 
 #: Greedy first; retries sample, else a deterministic judge repeats its unreadable answer.

@@ -27,10 +27,9 @@ from PIL import Image
 
 from eval.judge import BackendScorer, ask_with_retries
 from eval.parsing import MAX_ANSWER_CHARS, MAX_JSON_ATTEMPTS, RUBRIC
-from eval.prompts import verifier_prompt
 from eval.scores import failed_fields
-from inference.backends import Conversation
-from inference.prompts import user_message
+from inference.chat import Conversation
+from inference.prompts import user_message, verifier_prompt
 from inference.protocol import Decomposition
 from reward_fns.components import SCORE_KEY
 

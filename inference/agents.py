@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from inference.backends import ChatBackend, ChatResult, Conversation, Sampling
+from inference.chat import ChatBackend, ChatResult, Conversation, Sampling
 from inference.prompts import decomposition_prompt, sequencing_prompt, user_message
 from inference.protocol import Decomposition, EditPlan, parse_decomposition, parse_plan
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from inference.backends import ChatBackend, ChatResult, Conversation, Sampling
+from inference.chat import ChatBackend, ChatResult, Conversation, Sampling
 from inference.editors import Editor
 
 
@@ -66,8 +66,8 @@ def bench_overhead(
     work: Path, teach_set: Path, vlm: Path, flux_dir: Path, n_items: int, batch_size: int
 ) -> list[dict[str, Any]]:
     from inference.agents import DecompositionAgent, VLMSequencer
+    from inference.chat_backends import make_backend
     from inference.editors import make_editor
-    from inference.llm import make_backend
     from inference.pipeline import (
         EditingPipeline,
         OracleDecomposer,
@@ -128,7 +128,7 @@ def bench_decomposition(
     """Items/s of `DecompositionAgent.decompose` over distinct synthetic requests. Every answer is
     exactly `tokens` long (min_new_tokens = max_new_tokens), so each batch size does the same work."""
     from inference.agents import DecompositionAgent
-    from inference.llm import make_backend
+    from inference.chat_backends import make_backend
     from inference.synthetic_items import generate_items
 
     items = list(generate_items(n_items, seed=1, max_edits=3))

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipeline:
     """Load only what the modes need: the editor always, the VLM only for model agents."""
     from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer
-    from inference.backends import Sampling
+    from inference.chat import Sampling
     from inference.editors import make_editor
     from inference.pipeline import OracleDecomposer, OracleSequencer
 
@@ -89,7 +89,7 @@ def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipelin
     if any(m != "original" for m in modes):
         backend = None
         if args.decomposer == "model" or args.sequencer == "vlm":
-            from inference.llm import make_backend
+            from inference.chat_backends import make_backend
 
             backend = make_backend(args.backend, args.llm_model, **_key_values(args.llm_opt, "--llm-opt"))
         sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)

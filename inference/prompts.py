@@ -1,4 +1,5 @@
-"""Prompt templates (jinja files in `inference/templates/`), rendered in one place.
+"""Prompt templates (jinja files in `inference/templates/`), rendered in one place: the agents'
+prompts and eval's judge and verifier prompts.
 
 The templates are versioned with `inference.protocol`, which parses the answers they ask for.
 """
@@ -6,6 +7,7 @@ The templates are versioned with `inference.protocol`, which parses the answers 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,13 @@ def sequencing_prompt(request: str, decomposition: Decomposition) -> str:
 def judge_prompt(request: str) -> str:
     """The paper's Table 2 judge prompt (original image first, edited second)."""
     return render("judge", request=request)
+
+
+def verifier_prompt(request: str, principles: Sequence[str]) -> str:
+    """User text of the principle-wise verifier (original image first, edited second)."""
+    if not principles:
+        raise ValueError(f"the verifier needs at least one principle for request {request!r}")
+    return render("verifier", request=request, principles=list(principles))
 
 
 def user_message(text: str, images: list[Any] = ()) -> list[dict[str, Any]]:

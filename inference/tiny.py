@@ -36,8 +36,6 @@ QWEN_SPECIAL_TOKENS = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
-#: Vision special tokens a sampled response must never contain (they crash the next forward).
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 #: Protocol tags become single, non-special tokens: they survive skip_special_tokens decoding.
 TAG_TOKENS = ALL_TAG_STRINGS + (f"<{STEPS}>", f"</{STEPS}>")
 QWEN_PRETOKENIZE_REGEX = (

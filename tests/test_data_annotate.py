@@ -11,7 +11,7 @@ import pytest
 from data_prep.build import main
 from data_prep.groundtruth import TeacherAnnotator, read_ground_truth, redact, write_annotations
 from data_prep.report import Report
-from inference.backends import ChatBackend
+from inference.chat import ChatBackend
 from inference.protocol import render_decomposition
 from inference.records import Record, read_records
 from inference.synthetic_items import eval_record, generate_items
@@ -169,7 +169,7 @@ class TeacherServer(LocalServer):
 
 def test_annotate_cli_over_http_with_the_shared_openai_backend(tmp_path, records, monkeypatch):
     pytest.importorskip("httpx")
-    pytest.importorskip("inference.llm")
+    pytest.importorskip("inference.chat_backends")
     from inference.records import write_records
 
     folder = tmp_path / "records"

@@ -13,7 +13,7 @@ from eval.judge import RubricJudge
 from eval.reference import score_run_against_references, summarize_reference_rows
 from eval.scores import read_scores
 from eval.verifier import PrincipleVerifier
-from inference.backends import ChatBackend
+from inference.chat import ChatBackend
 
 GOOD = '{"fulfillment": 4, "quality": 3, "preservation": 2, "reasoning": "ok"}'
 N_ITEMS = 6

@@ -10,10 +10,10 @@ from PIL import Image
 from eval.fault_bench import GOOD_JUDGEMENT, item_of
 from eval.judge import JudgeItem, RubricJudge
 from inference.agents import DecompositionAgent
-from inference.backends import Sampling
+from inference.chat import Sampling
+from inference.chat_backends import OpenAIBackend
 from inference.faults import HARSH_RATES, MILD_RATES, FaultyChatServer
 from inference.http_client import RetryPolicy
-from inference.llm import OpenAIBackend
 from inference.protocol import Decomposition, render_decomposition
 
 POLICY = RetryPolicy(timeout_s=0.4, max_retries=4, backoff_s=0.005, max_backoff_s=0.02)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer, template_steps
-from inference.backends import ChatBackend, Conversation, Sampling
+from inference.chat import ChatBackend, Conversation, Sampling
 from inference.protocol import ACTION_VOCABULARY, Decomposition, EditPlan, render_decomposition, render_plan
 from inference.scenes import apply_instruction
 from inference.synthetic_items import generate_items
@@ -89,7 +89,7 @@ def test_a_failing_item_does_not_take_its_batch_down():
 
 
 def test_only_failed_items_are_asked_again_and_non_retryable_errors_stop():
-    from inference.backends import ChatResult
+    from inference.chat import ChatResult
 
     class Flaky(ScriptedBackend):
         """'busy' fails once (retryable), 'refused' always fails for good."""

@@ -1,7 +1,7 @@
 """Rubric judge and principle-wise verifier over ChatBackends: prompt order, retries, failures.
 
 The scripted backend is a real `ChatBackend` subclass answering from a list; the tiny VLM runs
-through the real transformers backend (`inference.llm.make_backend`)."""
+through the real transformers backend (`inference.chat_backends.make_backend`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from eval.verifier import (
     parse_verifier_answer,
     principles_for,
 )
-from inference.backends import ChatBackend, Sampling
+from inference.chat import ChatBackend, Sampling
 
 GOOD = '{"fulfillment": 3, "quality": 2, "preservation": 3, "reasoning": "red coat, rest intact"}'
 
@@ -147,7 +147,7 @@ def test_verifier_reward_is_shaped_like_a_reward(images):
 def test_tiny_vlm_judge_end_to_end_through_transformers_backend(tiny_vlm_dir, images):
     """The real code path: Qwen2.5-VL processor + generate on two images. A random tiny model
     cannot follow the rubric, so the judgement must come back as a recorded failure, not a zero."""
-    from inference.llm import make_backend
+    from inference.chat_backends import make_backend
 
     backend = make_backend("transformers", tiny_vlm_dir, device="cpu", batch_size=2)
     sampling = Sampling(temperature=0.0, max_new_tokens=16)

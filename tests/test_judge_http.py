@@ -1,5 +1,5 @@
 """The rubric judge against a real OpenAI-compatible HTTP server on 127.0.0.1 (stdlib http.server),
-through the shared `inference.llm` OpenAI backend."""
+through the shared `inference.chat_backends` OpenAI backend."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def images():
 
 
 def _backend(url):
-    from inference.llm import make_backend
+    from inference.chat_backends import make_backend
 
     return make_backend("openai", "gpt-4o", base_url=url, api_key_env=None, max_concurrency=2)
 

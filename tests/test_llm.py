@@ -11,9 +11,8 @@ import threading
 import pytest
 from PIL import Image
 
-from inference.backends import ChatBackend, ChatError, MissingExtraError, Sampling
-from inference.http_client import RetryPolicy, retryable_status
-from inference.llm import (
+from inference.chat import ChatBackend, ChatError, MissingExtraError, Sampling
+from inference.chat_backends import (
     OpenAIBackend,
     generate_kwargs,
     images_of,
@@ -22,6 +21,7 @@ from inference.llm import (
     to_vllm_messages,
     to_vllm_sampling,
 )
+from inference.http_client import RetryPolicy, retryable_status
 from inference.prompts import decomposition_prompt, user_message
 from inference.testing import LocalServer
 
@@ -82,7 +82,7 @@ def test_transformers_greedy_n_repeats(hf_backend):
 
 
 def test_transformers_suppresses_vision_tokens(hf_backend):
-    from inference.tiny import VISION_TOKENS
+    from inference.chat_backends import VISION_TOKENS
 
     vocab = hf_backend.processor.tokenizer.get_vocab()
     assert sorted(hf_backend.suppress_ids) == sorted(vocab[t] for t in VISION_TOKENS)

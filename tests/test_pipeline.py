@@ -425,7 +425,7 @@ def test_agents_over_an_openai_compatible_server_drive_the_tool_editor_exactly(e
     """The whole chain with the HTTP backend: a local chat-completions server answers like a trained
     model (the ground truth of the request it is shown); the tool editor must hit every target."""
     from inference.agents import DecompositionAgent, VLMSequencer
-    from inference.llm import make_backend
+    from inference.chat_backends import make_backend
     from inference.protocol import render_decomposition, render_plan
     from inference.testing import LocalServer
 

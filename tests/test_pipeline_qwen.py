@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from inference.agents import DecompositionAgent, VLMSequencer
-from inference.backends import Sampling
+from inference.chat import Sampling
+from inference.chat_backends import make_backend
 from inference.editors import make_editor
-from inference.llm import make_backend
 from inference.pipeline import MODES, EditingPipeline, read_traces
 from inference.records import read_records
 from inference.synthetic_items import write_synthetic_eval_set

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from inference.chat_backends import VISION_TOKENS
 from inference.prompts import decomposition_prompt, user_message
 from inference.protocol import ALL_TAG_STRINGS
-from inference.tiny import VISION_TOKENS, build_tiny_vlm, build_tokenizer
+from inference.tiny import build_tiny_vlm, build_tokenizer
 
 
 def _image(color="red", size=(64, 48)):

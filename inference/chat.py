@@ -3,7 +3,7 @@
 A conversation is a list of messages in the HF/OpenAI content-parts shape, images as PIL objects:
 ``[{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": "..."}]}]``
 (see `inference.prompts.user_message`). Concrete backends (transformers, vLLM, OpenAI-compatible
-HTTP) live in `inference.llm` and are built by name with `inference.llm.make_backend`.
+HTTP) live in `inference.chat_backends` and are built by name with `inference.chat_backends.make_backend`.
 """
 
 from __future__ import annotations

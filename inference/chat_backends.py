@@ -1,7 +1,7 @@
-"""Chat backends behind `inference.backends.ChatBackend`: transformers, vLLM (offline engine) and
+"""Chat backends behind `inference.chat.ChatBackend`: transformers, vLLM (offline engine) and
 OpenAI-compatible HTTP (GPT-4o, Gemini's OpenAI endpoint, `vllm serve`). Build one by name::
 
-    from inference.llm import make_backend
+    from inference.chat_backends import make_backend
     backend = make_backend("transformers", "outputs/tiny/vlm")                 # CPU or GPU
     backend = make_backend("vllm", "Qwen/Qwen2.5-VL-7B-Instruct")              # GPU, needs the vllm extra
     backend = make_backend("openai", "gpt-4o")                                 # key from $OPENAI_API_KEY
@@ -22,10 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from inference.backends import ChatBackend, ChatResult, Conversation, Sampling, failed, require
+from inference.chat import ChatBackend, ChatResult, Conversation, Sampling, failed, require
 from inference.http_client import RetryPolicy, api_key_from_env, data_url, post
 
 log = logging.getLogger(__name__)
+
+#: Qwen2.5-VL's vision special tokens: a sampled text answer must never contain them (they crash the
+#: next forward), so the transformers backend suppresses them (`inference.tiny` builds them in).
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 
 def images_of(conversation: Conversation) -> list[Any]:
@@ -88,8 +92,6 @@ class TransformersBackend(ChatBackend):
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        from inference.tiny import VISION_TOKENS
 
         self.model_id = str(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
