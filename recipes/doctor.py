@@ -546,6 +546,22 @@ def check_settings(config: DictConfig) -> list[Finding]:
     return out
 
 
+def check_secrets(environ: dict[str, str]) -> list[Finding]:
+    """On a cluster started elsewhere, secrets set here reach the driver only (`launch.worker_env`
+    leaves them out of verl's ray.init arguments, which verl prints, main_ppo.py:76)."""
+    names = sorted(n for n in environ if n.startswith(launch.FORWARDED_ENV_PREFIXES) and launch.is_secret(n))
+    if not names:
+        return []
+    return [
+        Finding(
+            "secrets",
+            "warn",
+            f"{', '.join(names)} reach the driver only, not the cluster's workers (W&B logs from a worker)",
+            "`wandb login` on storage every node sees (~/.netrc), export them before `ray start`, or `make submit`",
+        )
+    ]
+
+
 # --- all of it ---------------------------------------------------------------------------------------
 
 
@@ -571,6 +587,7 @@ def run_checks(
     ]
     if address and route == "train" and not address.startswith("http"):
         checks.append(("cluster", lambda: [check_cluster_paths(launch_plan, address)]))
+        checks.append(("secrets", lambda: check_secrets(os.environ)))
     elif address:
         checks.append(
             (

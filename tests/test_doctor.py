@@ -149,6 +149,12 @@ def test_doctor_accepts_the_cpu_recipe_without_gpus(tmp_path):
     assert {f.check: f.status for f in findings}["gpus"] == "skip"
 
 
+def test_secrets_set_here_are_named_when_workers_will_not_see_them():
+    found = doctor.check_secrets({"WANDB_API_KEY": "k", "WANDB_MODE": "online", "HOME": "/h"})
+    assert [f.status for f in found] == ["warn"] and "WANDB_API_KEY" in found[0].detail
+    assert doctor.check_secrets({"WANDB_MODE": "offline"}) == []
+
+
 def test_dry_run_downgrades_machine_checks_only():
     p = launch.plan(PAPER, ["+actor_rollout_ref.rollout.engine_kwargs.vllm.no_such_flag=1"], nodes=1, gpus=8)
     findings = doctor.run_checks(p, dry_run=True, engine_fields=doctor.pinned_engine_fields())
