@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from inference.synthetic_items import write_synthetic_eval_set
-    from inference.testing import taught_on_first_item
+    from inference.teaching import taught_on_first_item
     from inference.tiny import build_tiny_flux_kontext, build_tiny_vlm
 
     t_start = time.perf_counter()

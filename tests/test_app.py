@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_helpers import FakeJudgeServer, running_app
+from local_server import request_json
 from PIL import Image
 
-from app.testing import FakeJudgeServer, running_app
 from inference.pipeline import file_stem
 from inference.protocol import render_decomposition
 from inference.synthetic_items import write_synthetic_eval_set
-from inference.testing import request_json, taught_on_first_item
+from inference.teaching import taught_on_first_item
 
 REPO = Path(__file__).resolve().parents[1]
 

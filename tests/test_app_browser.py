@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from app_helpers import running_app
 
-from app.testing import running_app
 from inference.synthetic_items import write_synthetic_eval_set
-from inference.testing import taught_on_first_item
+from inference.teaching import taught_on_first_item
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

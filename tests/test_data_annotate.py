@@ -7,6 +7,7 @@ import json
 import threading
 
 import pytest
+from local_server import LocalServer, chat_completion, request_json
 
 from data_prep.build import main
 from data_prep.groundtruth import TeacherAnnotator, read_ground_truth, redact, write_annotations
@@ -15,7 +16,6 @@ from inference.chat import ChatBackend
 from inference.protocol import render_decomposition
 from inference.records import Record, read_records
 from inference.synthetic_items import eval_record, generate_items
-from inference.testing import LocalServer, chat_completion, request_json
 
 SECRET = "sk-test-very-secret-0123456789"
 

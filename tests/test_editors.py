@@ -9,13 +9,13 @@ import json
 
 import numpy as np
 import pytest
+from local_server import LocalServer
 from PIL import Image
 
 from inference.editors import EditorError, editor_defaults, make_editor
 from inference.http_client import HTTPRequestError
 from inference.scenes import scene_of
 from inference.synthetic_items import generate_items
-from inference.testing import LocalServer
 
 
 def _png_b64(image: Image.Image) -> str:

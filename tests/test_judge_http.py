@@ -7,10 +7,10 @@ import json
 import threading
 
 import pytest
+from local_server import LocalServer, chat_completion, request_json
 from PIL import Image
 
 from eval.judge import JudgeItem, RubricJudge
-from inference.testing import LocalServer, chat_completion, request_json
 
 GOOD = '{"fulfillment": 4, "quality": 3, "preservation": 2, "reasoning": "done"}'
 

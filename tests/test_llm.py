@@ -9,6 +9,7 @@ import json
 import threading
 
 import pytest
+from local_server import LocalServer
 from PIL import Image
 
 from inference.chat import ChatBackend, ChatError, MissingExtraError, Sampling
@@ -23,7 +24,6 @@ from inference.chat_backends import (
 )
 from inference.http_client import RetryPolicy, retryable_status
 from inference.prompts import decomposition_prompt, user_message
-from inference.testing import LocalServer
 
 FAST = RetryPolicy(timeout_s=2.0, max_retries=3, backoff_s=0.01, max_backoff_s=0.05)
 

@@ -390,7 +390,7 @@ def test_hosted_editor_calls_run_concurrently_within_a_batch(eval_set, tmp_path)
     import io
     import threading
 
-    from inference.testing import LocalServer
+    from local_server import LocalServer
 
     overlapped = threading.Event()  # set once two editor calls are in flight at the same time
 
@@ -424,10 +424,11 @@ def test_an_unnamable_id_is_reported_and_the_run_goes_on(eval_set, tmp_path):
 def test_agents_over_an_openai_compatible_server_drive_the_tool_editor_exactly(eval_set, tmp_path):
     """The whole chain with the HTTP backend: a local chat-completions server answers like a trained
     model (the ground truth of the request it is shown); the tool editor must hit every target."""
+    from local_server import LocalServer
+
     from inference.agents import DecompositionAgent, VLMSequencer
     from inference.chat_backends import make_backend
     from inference.protocol import render_decomposition, render_plan
-    from inference.testing import LocalServer
 
     records = list(read_records(eval_set))
 

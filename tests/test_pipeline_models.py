@@ -17,7 +17,7 @@ from inference.pipeline import MODES, EditingPipeline, read_traces
 from inference.protocol import render_decomposition
 from inference.records import read_records
 from inference.synthetic_items import write_synthetic_eval_set
-from inference.testing import taught_on_first_item
+from inference.teaching import taught_on_first_item
 
 SAMPLING = Sampling(temperature=0.0, max_new_tokens=96)
 

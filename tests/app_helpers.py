@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from inference.testing import LocalServer, chat_completion
+from local_server import LocalServer, chat_completion
 
 #: One answer the rubric judge and the principle verifier both read (JSON with the three criteria
 #: and a verdict for up to 8 principles).
