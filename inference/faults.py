@@ -1,4 +1,5 @@
-"""A fault-injecting OpenAI-compatible chat server on 127.0.0.1, for tests and the fault benchmark.
+"""A fault-injecting OpenAI-compatible chat server on 127.0.0.1, for tests and the fault benchmark,
+on `LocalHTTPServer` (a threaded server on 127.0.0.1, also the tests' `LocalServer`).
 
 Real HTTP (stdlib `http.server` in a thread), so the clients' whole stack is exercised: each request
 draws one outcome from `rates` (fixed by seed, item and how often the item was asked): an injected fault, or the good answer `answer(payload)`.
@@ -59,7 +60,81 @@ class ItemBooks:
     after_answer: int = 0
 
 
-class FaultyChatServer:
+def send(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Write one response: bytes as they are, str encoded, anything else as JSON (with its
+    Content-Type). A client that gave up (timeout, dropped connection) is not an error."""
+    headers = dict(headers or {})
+    if isinstance(body, bytes):
+        data = body
+    elif isinstance(body, str):
+        data = body.encode()
+    else:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **headers}
+    try:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+class LocalHTTPServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port) that hands every GET and POST to
+    `handle(handler, request)`; `request` has method, path, headers (lower-cased names) and body
+    (bytes). Use as a context manager; `url` is the base URL."""
+
+    def __init__(self) -> None:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": self.rfile.read(length) if length else b"",
+                }
+                server.handle(self, request)
+
+            do_GET = do_POST = _handle
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def handle(self, handler: http.server.BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class FaultyChatServer(LocalHTTPServer):
     """`POST <url>/chat/completions` with injected faults; use as a context manager, `url` ends in /v1."""
 
     def __init__(
@@ -88,29 +163,13 @@ class FaultyChatServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started = time.monotonic()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                server._handle(self, body)
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__()
 
     # ------------------------------------------------------------------ books
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return super().url + "/v1"
 
     def stats(self) -> dict[str, Any]:
         """Totals: requests, good answers, faults by kind, re-asks of answered items, budget state."""
@@ -139,9 +198,9 @@ class FaultyChatServer:
 
     # ------------------------------------------------------------------ requests
 
-    def _handle(self, handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+    def handle(self, handler: http.server.BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
         try:
-            payload = json.loads(body)
+            payload = json.loads(request["body"])
         except ValueError:
             return self._send(handler, 400, {"error": {"message": "request body is not JSON"}})
         key = self.item_key(payload)
@@ -185,24 +244,15 @@ class FaultyChatServer:
 
     @staticmethod
     def _send(handler, status: int, body: Any, retry_after: str | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            if retry_after is not None:
-                handler.send_header("Retry-After", retry_after)
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-            pass
+        headers = {"Content-Type": "application/json"}
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        send(handler, status, body, headers)
 
     def __enter__(self) -> FaultyChatServer:
         self._started = time.monotonic()
-        self._thread.start()
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__exit__(*exc)
