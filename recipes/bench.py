@@ -1,98 +1,130 @@
-"""CPU GRPO and SFT throughput on the tiny Qwen2.5-VL (`make bench`; about a minute).
+"""verl's own GRPO and SFT steps on this CPU (`make bench`; a few minutes).
 
-    python -m recipes.bench [--steps 3] [--out outputs/bench/recipes.json]
+    python -m recipes.bench [--steps 6] [--out outputs/bench/recipes.json]
 
-Builds a small synthetic set and the tiny model in a temp folder, then times, with the recipe's own
-settings (`imageedit_r1_tiny`: 8 prompts x n=8, 48 new tokens, one update per rollout; SFT batch 32):
-GRPO steps/s split into generate / reward / old+ref log-probs / update, and SFT steps/s. The first
-step of each is a warm-up and not counted. Prints a table and writes the JSON.
+Runs the tiny recipes exactly as `make train` does (the launcher, verl's main_ppo / sft_trainer
+through recipes/verl_cpu) on a small synthetic set in a temp folder: GRPO with the recipe's batch
+(8 prompts x n=8, 48 new tokens) and the SFT cold start (batch 32). Reports seconds per step split
+into verl's own phases (`timing_s/*`, the first step is a warm-up and not counted), start-up time,
+and peak memory of the whole process tree (RSS summed, and PSS, which counts shared pages once).
+
+The hand-written CPU GRPO loop this replaced was measured against verl's in one run before it was
+deleted (same batch, same machine): see recipes/verl_cpu/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+GRPO_PHASES = ("gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights", "step")
 
-def bench(steps: int = 3, sft_steps: int = 4) -> dict:
-    import torch
 
-    from recipes.cpu_checkpoint import load_policy
-    from recipes.cpu_grpo import (
-        GRPOTrainer,
-        compose,
-        load_reward_fn,
-        prepare_data,
-        prepare_model,
-        rl_dataloader,
-        rl_dataset,
+def watch(pid: int, metrics: Path, stop: threading.Event, out: dict, every: float = 0.5) -> None:
+    """Peak RSS and PSS (GiB) of `pid` and all its descendants (Ray's workers included), and when each
+    line of the metrics log appeared (verl's SFT log carries no step timing)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    start, seen = time.perf_counter(), 0
+    out["line_times"] = []
+    while not stop.is_set():
+        lines = metrics.read_text().count("\n") if metrics.is_file() else 0
+        out["line_times"] += [time.perf_counter() - start] * (lines - seen)
+        seen = max(seen, lines)
+        rss = pss = 0
+        try:
+            for proc in (root, *root.children(recursive=True)):
+                try:
+                    info = proc.memory_full_info()
+                    rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            break
+        out["peak_rss_gib"] = max(out.get("peak_rss_gib", 0.0), rss / 2**30)
+        out["peak_pss_gib"] = max(out.get("peak_pss_gib", 0.0), pss / 2**30)
+        stop.wait(every)
+
+
+def run_recipe(recipe: str, overrides: list[str], metrics: Path, log: Path) -> dict[str, float]:
+    """`make train RECIPE=<recipe>` as a subprocess, watched; its wall time and memory."""
+    env = {
+        **os.environ,
+        "VERL_FILE_LOGGER_PATH": str(metrics),
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(log.parent),
+    }
+    command = [sys.executable, "-m", "recipes.launch", "--recipe", recipe, "train", "--", *overrides]
+    stop, memory = threading.Event(), {}
+    start = time.perf_counter()
+    with log.open("w") as sink:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        watcher = threading.Thread(target=watch, args=(proc.pid, metrics, stop, memory), daemon=True)
+        watcher.start()
+        code = proc.wait()
+        stop.set()
+        watcher.join()
+    if code:
+        raise RuntimeError(f"{recipe} failed (exit {code}); its log: {log}")
+    return {"wall_s": time.perf_counter() - start, **memory}
+
+
+def step_rows(metrics: Path) -> list[dict]:
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [r["data"] for r in rows if r["step"] >= 2 and "timing_s/step" in r["data"]]
+
+
+def bench(steps: int, tmp: Path) -> dict:
+    assets = [
+        f"assets.data.dir={tmp}/data",
+        f"assets.model.dir={tmp}/vlm",
+        "assets.data.train=96",
+        "assets.data.val=8",
+    ]
+    common = ["trainer.save_freq=-1", "trainer.test_freq=-1", f"trainer.total_training_steps={steps + 1}"]
+    grpo = run_recipe(
+        "imageedit_r1_tiny",
+        [*assets, *common, "trainer.val_before_train=false", f"trainer.default_local_dir={tmp}/grpo"],
+        tmp / "grpo.jsonl",
+        tmp / "grpo.log",
     )
-    from recipes.sft import endless, sft_batch, sft_dataloader, sft_files, sft_loss
-
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory(prefix="recipes-bench-") as tmp:
-        cfg = compose(
-            [
-                f"cpu.data.dir={tmp}/data",
-                "cpu.data.train=96",
-                "cpu.data.val=8",
-                f"cpu.model.dir={tmp}/model",
-                f"cpu.out_dir={tmp}/run",
-            ]
-        )
-        prepare_data(cfg, progress=False)
-        model_dir = prepare_model(cfg)
-        model, processor = load_policy(model_dir)
-
-        # SFT: optimizer steps on batches of cpu.sft.batch_size
-        batch_size = int(cfg.cpu.sft.batch_size)
-        batches = endless(sft_dataloader(cfg, processor.tokenizer, processor, sft_files(cfg), batch_size, 0))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.cpu.sft.lr))
-        sft_times = []
-        model.train()
-        for i in range(sft_steps + 1):
-            t = time.perf_counter()
-            loss = sft_loss(model, processor.tokenizer, sft_batch(processor, next(batches)))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if i:
-                sft_times.append(time.perf_counter() - t)
-        model.eval()
-
-        # GRPO: full steps of the recipe
-        trainer = GRPOTrainer(cfg, model, processor, load_reward_fn(cfg))
-        rl_batches = endless(
-            rl_dataloader(cfg, rl_dataset(cfg, cfg.data.train_files, processor.tokenizer, processor))
-        )
-        phases = ("gen", "reward", "old_log_prob", "ref", "update", "step")
-        timings = {p: [] for p in phases}
-        for i in range(steps + 1):
-            metrics = trainer.step(next(rl_batches), i + 1)
-            if i:
-                for p in phases:
-                    timings[p].append(metrics[f"timing_s/{p}"])
-    mean = {p: statistics.mean(v) for p, v in timings.items()}
-    sft_mean = statistics.mean(sft_times)
-    r = cfg.actor_rollout_ref.rollout
+    rows = step_rows(tmp / "grpo.jsonl")
+    grpo["seconds"] = {
+        p: statistics.mean(r[f"timing_s/{p}"] for r in rows)
+        for p in GRPO_PHASES
+        if f"timing_s/{p}" in rows[0]
+    }
+    grpo["startup_s"] = grpo["line_times"][0] - grpo["seconds"]["step"] if grpo["line_times"] else None
+    sft = run_recipe(
+        "sft_tiny",
+        [*assets, *common, f"trainer.default_local_dir={tmp}/sft"],
+        tmp / "sft.jsonl",
+        tmp / "sft.log",
+    )
+    times = sft["line_times"]  # one line per step, written as the step ends
+    sft["seconds_per_step"] = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    sft["startup_s"] = times[0] - (sft["seconds_per_step"] or 0) if times else None
     return {
         "setting": {
-            "prompts_per_step": int(cfg.data.train_batch_size),
-            "n": int(r.n),
-            "max_new_tokens": int(cfg.data.max_response_length),
-            "sft_batch_size": batch_size,
-            "torch_threads": torch.get_num_threads(),
+            "prompts_per_step": 8,
+            "n": 8,
+            "max_new_tokens": 48,
+            "sft_batch": 32,
             "measured_steps": steps,
         },
-        "grpo_steps_per_s": 1.0 / mean["step"],
-        "grpo_seconds": mean,
-        "grpo_share": {p: mean[p] / mean["step"] for p in phases if p != "step"},
-        "sft_steps_per_s": 1.0 / sft_mean,
-        "grpo_step_over_sft_step": mean["step"] / sft_mean,
+        "grpo": grpo,
+        "sft": sft,
+        "grpo_steps_per_s": 1.0 / grpo["seconds"]["step"],
     }
 
 
@@ -100,28 +132,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=3, help="measured GRPO steps (after one warm-up)")
-    parser.add_argument("--sft-steps", type=int, default=4, help="measured SFT steps (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=6, help="measured GRPO/SFT steps (after one warm-up)")
     parser.add_argument("--out", default="outputs/bench/recipes.json")
     args = parser.parse_args(argv)
-    result = bench(args.steps, args.sft_steps)
-    s = result["setting"]
-    print(f"CPU GRPO, {s['prompts_per_step']} prompts x n={s['n']}, {s['max_new_tokens']} new tokens:")
-    print(f"  {'phase':<14}{'s/step':>9}{'share':>8}")
-    for phase, share in result["grpo_share"].items():
-        print(f"  {phase:<14}{result['grpo_seconds'][phase]:>9.3f}{share:>8.0%}")
+    with tempfile.TemporaryDirectory(prefix="recipes-bench-") as tmp:
+        result = bench(args.steps, Path(tmp))
+    g = result["grpo"]
+    print("verl main_ppo on CPU, 8 prompts x n=8, 48 new tokens (recipe imageedit_r1_tiny):")
+    for phase, seconds in g["seconds"].items():
+        share = "" if phase == "step" else f"{seconds / g['seconds']['step']:>7.0%}"
+        print(f"  {phase:<15}{seconds:>8.3f} s{share}")
     print(
-        f"  {'step':<14}{result['grpo_seconds']['step']:>9.3f}   -> {result['grpo_steps_per_s']:.3f} steps/s"
+        f"  start-up {g['startup_s']:.0f} s; peak memory {g.get('peak_rss_gib', 0):.1f} GiB RSS summed, {g.get('peak_pss_gib', 0):.1f} GiB PSS"
     )
+    s = result["sft"]
     print(
-        f"SFT, batch {s['sft_batch_size']}: {result['sft_steps_per_s']:.3f} steps/s "
-        f"(one GRPO step = {result['grpo_step_over_sft_step']:.1f} SFT steps)"
+        f"verl sft_trainer on CPU, batch 32: {s['seconds_per_step']:.3f} s per step, start-up {s['startup_s']:.0f} s, "
+        f"peak {s.get('peak_pss_gib', 0):.1f} GiB PSS"
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    tmp.replace(out)
+    tmp_out = out.with_name(f".{out.name}.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    tmp_out.replace(out)
     print(f"wrote {out}")
 
 

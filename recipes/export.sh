@@ -4,7 +4,7 @@
 # CKPT is a global_step_N folder, its actor/ folder, or the run's checkpoint folder (then the step in
 # latest_checkpointed_iteration.txt). Wraps `python -m verl.model_merger merge --backend fsdp
 # --local_dir CKPT/actor --target_dir OUT` (CPU is enough). OUT defaults to CKPT/huggingface_merged;
-# it appears only when the merge succeeded. The CPU path (recipes.cpu_grpo) saves HF folders itself.
+# it appears only when the merge succeeded. CPU runs (recipes/verl_cpu) write the same layout.
 set -euo pipefail
 
 usage() {

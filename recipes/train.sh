@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GRPO on this node: `make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]`.
 # GPU recipes run verl's own `python -m verl.trainer.main_ppo --config-path recipes/config
-# --config-name $RECIPE`; a recipe with trainer.device=cpu (imageedit_r1_tiny) runs the CPU GRPO
-# trainer `python -m recipes.cpu_grpo`. With no GPU it stops at once and points to the CPU path.
+# --config-name $RECIPE`; a recipe with trainer.device=cpu (imageedit_r1_tiny) runs the same verl
+# trainer on this CPU (recipes/verl_cpu). A GPU recipe with no GPU stops at once and says so.
 # DRY_RUN=1 prints the composed config and the exact command and runs verl's config validation (CPU).
 set -euo pipefail
 

@@ -75,6 +75,9 @@ def runs(tmp_path_factory):
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+        # the recipe reuses the rollout's log-probs as the old policy's; here the actor recomputes
+        # them, so verl measures the rollout against the actor (training/rollout_probs_diff_mean)
+        "algorithm.rollout_correction.bypass_mode=false",
     ]
     out = {}
     for name, steps in (("first", 2), ("second", 3)):
