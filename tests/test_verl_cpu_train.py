@@ -123,8 +123,8 @@ def test_checkpoint_then_resume_at_step_3(runs):
 
 
 def test_export_loads_and_generates_in_the_inference_backend(runs):
-    from inference.backends import Sampling
-    from inference.llm import TransformersBackend
+    from inference.chat import Sampling
+    from inference.chat_backends import TransformersBackend
 
     out = runs["root"] / "export"
     make("export", f"CKPT={runs['root'] / 'ckpt'}", f"OUT={out}", env={**os.environ})
