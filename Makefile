@@ -105,14 +105,14 @@ export: $(ENV_DEPS) ## Merge a verl FSDP checkpoint into a HF folder: make expor
 tiny: $(ENV_DEPS) ## Build the tiny offline models into outputs/tiny (make tiny OUT=dir)
 	$(PY) -m inference.tiny --out $(if $(OUT),$(OUT),outputs/tiny)
 
-# The interactive app (inference/app.py) and Debian's headless Chromium for its browser test
+# The interactive app (app/, python -m app) and Debian's headless Chromium for its browser test
 # (tests/test_app_browser.py). `make setup` runs `browser`: nothing when chromium and chromedriver are
 # there, apt-get as root otherwise; without root or apt-get the browser test skips and says why.
 .PHONY: app browser
 setup: browser
 
 app: $(ENV_DEPS) ## Editing app on http://127.0.0.1:7860 (ARGS="--llm-model DIR --editor ... --judge-model ...")
-	$(PY) -m inference.app $(ARGS)
+	$(PY) -m app $(ARGS)
 
 browser: ## Install Debian's chromium + chromium-driver for the browser test (as root; skipped when present)
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \

@@ -25,7 +25,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The cold start is short on purpose: the paper's RL starts from an untrained decomposer, and a
 #: converged cold start leaves GRPO nothing to improve (60% of groups with zero reward variance).
-SFT_STEPS = 120
+SFT_STEPS = 80
 GRPO_STEPS = 100
 #: Reduced sizes for the end-to-end test (mechanics only; the numbers mean little).
 QUICK_ASSETS = ["assets.data.train=64", "assets.data.val=8", "assets.model.text_hidden=64"]
@@ -210,8 +210,8 @@ def before_after_strip(
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from data_prep.records import read_records
     from inference.pipeline import read_traces
+    from inference.records import read_records
 
     records_by_id = {r.id: r for r in read_records(records)}
     traces = {label: {t["id"]: t for t in read_traces(folder)} for label, folder in runs.items()}

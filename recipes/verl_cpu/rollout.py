@@ -31,12 +31,11 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from inference.chat_backends import VISION_TOKENS  # special tokens a response must never contain
 from recipes.verl_cpu import ROLLOUT_NAME
 
 logger = logging.getLogger(__name__)
 
-#: Special tokens a response must never contain (Qwen2-VL / Qwen2.5-VL / Qwen3-VL chat formats).
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 #: How long a batch waits for more requests of the same burst before it starts (seconds).
 BATCH_WINDOW_S = float(os.environ.get("VERL_CPU_ROLLOUT_BATCH_WINDOW_S", "0.02"))
 
