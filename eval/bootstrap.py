@@ -54,3 +54,20 @@ def bootstrap_difference(
     if a.shape != b.shape:
         raise ValueError(f"bootstrap_difference: paired lists differ in length ({a.size} vs {b.size})")
     return bootstrap_mean(a - b, level=level, resamples=resamples, seed=seed)
+
+
+def bootstrap_unpaired_difference(
+    after: Sequence[float], before: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Estimate:
+    """Mean of `after` minus mean of `before` (independent samples) with its bootstrap interval."""
+    a, b = (
+        _check(after, "bootstrap_unpaired_difference after"),
+        _check(before, "bootstrap_unpaired_difference before"),
+    )
+    rng = np.random.default_rng(seed)
+    diffs = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1) - b[
+        rng.integers(0, b.size, size=(resamples, b.size))
+    ].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+    return Estimate(float(a.mean() - b.mean()), float(low), float(high), int(a.size + b.size))
