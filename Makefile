@@ -25,10 +25,11 @@ else
   ENV_DEPS := $(STAMP)
 endif
 
-# Training launch knobs (see recipes/README.md).
+# Training launch knobs (see recipes/README.md); the default recipe is named once, in recipes/defaults.env.
+include recipes/defaults.env
 NODES ?= 1
 GPUS ?= 8
-RECIPE ?= imageedit_r1_qwen2_5_vl_7b
+RECIPE ?= $(DEFAULT_RECIPE)
 ARGS ?=
 CKPT ?=
 OUT ?=

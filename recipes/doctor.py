@@ -615,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Preflight of a recipe on this machine / cluster (make doctor). Defaults from RECIPE, "
         "NODES, GPUS, RAY_ADDRESS, DRY_RUN, ALLOW_OVERLONG.",
     )
-    parser.add_argument("--recipe", default=os.environ.get("RECIPE") or "imageedit_r1_qwen2_5_vl_7b")
+    parser.add_argument("--recipe", default=os.environ.get("RECIPE") or launch.DEFAULTS["DEFAULT_RECIPE"])
     parser.add_argument(
         "--nodes", type=launch._int_or_none, default=launch._int_or_none(os.environ.get("NODES"))
     )

@@ -65,6 +65,20 @@ DATA_PATH_KEYS = (
 RUNTIME_ENV_VARS_KEY = "ray_kwargs.ray_init.runtime_env.env_vars"
 
 
+def read_defaults(path: Path = REPO_ROOT / "recipes" / "defaults.env") -> dict[str, str]:
+    """recipes/defaults.env (KEY=VALUE lines, # comments): the launch defaults the Makefile and the
+    shell launchers read too."""
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+DEFAULTS = read_defaults()
+
+
 class LaunchError(RuntimeError):
     """A recipe that cannot run here, with the reason and what to do instead."""
 
@@ -472,7 +486,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "Defaults come from RECIPE, NODES, GPUS, DRY_RUN, RAY_ADDRESS.",
     )
     parser.add_argument("action", choices=["train", "submit"])
-    parser.add_argument("--recipe", default=os.environ.get("RECIPE") or "imageedit_r1_qwen2_5_vl_7b")
+    parser.add_argument("--recipe", default=os.environ.get("RECIPE") or DEFAULTS["DEFAULT_RECIPE"])
     parser.add_argument("--nodes", type=_int_or_none, default=_int_or_none(os.environ.get("NODES")))
     parser.add_argument("--gpus", type=_int_or_none, default=_int_or_none(os.environ.get("GPUS")))
     parser.add_argument(

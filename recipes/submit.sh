@@ -6,10 +6,11 @@
 # logs and waits (SUBMIT_NO_WAIT=1 returns once accepted). DRY_RUN=1 prints and validates only.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/defaults.env"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   echo
-  echo "Usage: RAY_ADDRESS=http://HEAD:8265 NODES=1 GPUS=8 RECIPE=imageedit_r1_qwen2_5_vl_7b bash recipes/submit.sh [hydra overrides]"
+  echo "Usage: RAY_ADDRESS=http://HEAD:8265 NODES=1 GPUS=8 RECIPE=$DEFAULT_RECIPE bash recipes/submit.sh [hydra overrides]"
   exit 0
 fi
 

@@ -6,10 +6,11 @@
 # DRY_RUN=1 prints the composed config and the exact command and runs verl's config validation (CPU).
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/defaults.env"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   echo
-  echo "Usage: NODES=1 GPUS=8 RECIPE=imageedit_r1_qwen2_5_vl_7b [DRY_RUN=1] bash recipes/train.sh [hydra overrides]"
+  echo "Usage: NODES=1 GPUS=8 RECIPE=$DEFAULT_RECIPE [DRY_RUN=1] bash recipes/train.sh [hydra overrides]"
   echo "Recipes: $(cd "$(dirname "$0")/config" && ls ./*.yaml | sed 's|^\./||; s|\.yaml$||' | tr '\n' ' ')"
   exit 0
 fi

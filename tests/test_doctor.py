@@ -195,8 +195,10 @@ def make_n(folder: Path, *args: str, **env: str) -> str:
 
 @pytest.fixture
 def checkout(tmp_path) -> Path:
-    """The Makefile and requirement files in a folder of their own (make -n runs nothing)."""
-    for name in ("Makefile", "requirements.txt", "requirements-gpu.txt"):
+    """The Makefile, the launch defaults it includes and the requirement files in a folder of their own
+    (make -n runs nothing)."""
+    (tmp_path / "recipes").mkdir()
+    for name in ("Makefile", "requirements.txt", "requirements-gpu.txt", "recipes/defaults.env"):
         shutil.copy(REPO / name, tmp_path / name)
     return tmp_path
 

@@ -472,3 +472,17 @@ def test_sft_recipe_refuses_what_it_cannot_run():
         launch.plan("sft_qwen2_5_vl_7b", nodes=2, gpus=8)
     with pytest.raises(ValueError, match="split evenly over 3 GPUs"):
         launch.validate(launch.plan("sft_qwen2_5_vl_7b", nodes=1, gpus=3).config)
+
+
+def test_the_default_recipe_is_named_once():
+    """recipes/defaults.env names it; the Makefile, the launchers, the Slurm script and the Python
+    entry points read it from there (a literal elsewhere would drift)."""
+    name = launch.DEFAULTS["DEFAULT_RECIPE"]
+    assert (REPO / "recipes" / "config" / f"{name}.yaml").is_file()
+    places = [
+        REPO / "Makefile",
+        *REPO.glob("recipes/*.py"),
+        *REPO.glob("recipes/*.sh"),
+        REPO / "recipes/slurm/train.slurm",
+    ]
+    assert [str(p.relative_to(REPO)) for p in places if name in p.read_text()] == []
