@@ -73,7 +73,7 @@ setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ from requirements-gpu.txt + flash-at
 test: $(ENV_DEPS) ## Run the fast test suite (offline, CPU)
 	$(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
 
-test-slow: $(ENV_DEPS) ## Run the slow tests too (the measured CPU GRPO run, ~15 min)
+test-slow: $(ENV_DEPS) ## Run the slow tests too (a measured GRPO learning run on verl, ~12 min)
 	$(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
 
 lint: $(ENV_DEPS) ## ruff check + format check
