@@ -20,7 +20,6 @@ falls back to 1-D positions and the log-probs drift); the server builds them fro
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,8 +32,6 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 from inference.chat_backends import VISION_TOKENS  # special tokens a response must never contain
 from recipes.verl_cpu import ROLLOUT_NAME
-
-logger = logging.getLogger(__name__)
 
 #: How long a batch waits for more requests of the same burst before it starts (seconds).
 BATCH_WINDOW_S = float(os.environ.get("VERL_CPU_ROLLOUT_BATCH_WINDOW_S", "0.02"))
