@@ -16,6 +16,7 @@ answers 503 to everything and says so in `exhausted`.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import http.server
 import json
@@ -87,7 +88,7 @@ def send(
         pass
 
 
-class LocalHTTPServer:
+class LocalHTTPServer(abc.ABC):
     """A threaded HTTP server on 127.0.0.1 (a free port) that hands every GET and POST to
     `handle(handler, request)`; `request` has method, path, headers (lower-cased names) and body
     (bytes). Use as a context manager; `url` is the base URL."""
@@ -122,8 +123,9 @@ class LocalHTTPServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    @abc.abstractmethod
     def handle(self, handler: http.server.BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Answer one request (`send` writes the response); each server says what it serves."""
 
     def __enter__(self):
         self._thread.start()
