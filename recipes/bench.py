@@ -15,7 +15,6 @@ deleted (same batch, same machine): see recipes/verl_cpu/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -80,7 +79,9 @@ def run_recipe(recipe: str, overrides: list[str], metrics: Path, log: Path) -> d
 
 
 def step_rows(metrics: Path) -> list[dict]:
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    from inference.fileio import read_jsonl
+
+    rows = list(read_jsonl(metrics))
     return [r["data"] for r in rows if r["step"] >= 2 and "timing_s/step" in r["data"]]
 
 
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=6, help="measured GRPO/SFT steps (after one warm-up)")
     parser.add_argument("--out", default="outputs/bench/recipes.json")
     args = parser.parse_args(argv)
+    from inference.fileio import write_json
+
     with tempfile.TemporaryDirectory(prefix="recipes-bench-") as tmp:
         result = bench(args.steps, Path(tmp))
     g = result["grpo"]
@@ -152,9 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    tmp_out.replace(out)
+    write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -87,15 +87,11 @@ def train_sft(out: Path, quick: bool) -> Path:
     start = time.perf_counter()
     launch("sft_tiny", overrides, {"VERL_FILE_LOGGER_PATH": str(out / "run" / "sft_metrics.jsonl")})
     # the control below gets as many SFT steps as GRPO's wall time buys (start-up counted: conservative)
+    from inference.fileio import write_json
+
+    (out / "run").mkdir(parents=True, exist_ok=True)
     write_json(out / "run" / "sft.json", {"steps": steps, "seconds": time.perf_counter() - start})
     return export(checkpoints, model)
-
-
-def write_json(path: Path, value: Any) -> None:
-    from inference.fileio import write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(value, indent=2))
 
 
 def train_sft_control(out: Path, init: Path, grpo_seconds: float, quick: bool) -> Path | None:
@@ -160,13 +156,12 @@ def held_out(validation: Path) -> dict[str, Any]:
     """verl's own greedy validation of the held-out items before GRPO (step 0) and after (last step):
     means with bootstrap intervals, and the paired difference."""
     from eval.bootstrap import bootstrap_difference, bootstrap_mean
+    from inference.fileio import read_jsonl
 
     files = sorted(validation.glob("*.jsonl"), key=lambda p: int(p.stem))
     if len(files) < 2:
         return {}
-    first, last = (
-        [json.loads(x) for x in f.read_text().splitlines() if x.strip()] for f in (files[0], files[-1])
-    )
+    first, last = (list(read_jsonl(f)) for f in (files[0], files[-1]))
     out: dict[str, Any] = {"steps": (int(files[0].stem), int(files[-1].stem)), "items": len(last)}
     for key in ("score", "format", "action", "subject", "goal"):
         before = [float(r[key]) for r in first if r.get(key) is not None]
