@@ -46,7 +46,7 @@ from inference.fileio import (
     save_png,
     write_json,
 )
-from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
+from inference.outcome import add_outcome_flags, run_cli, setup_logging, verdict
 from inference.protocol import Decomposition
 from inference.records import IMAGES_DIR, Record, read_records, write_records
 
@@ -483,18 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     for command in (ev, at, an, rl):
         add_outcome_flags(command)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    quiet_http_logs(args.debug)
+    setup_logging(args.debug, level=logging.WARNING)
     return _run(args)
 
 
 def cli(argv: list[str] | None = None) -> int:
     """`python -m data_prep.build`: `main`, with an error as one line and exit 2 (`--debug`: traceback)."""
-    argv = command_line(argv)
-    command = next((a for a in argv if not a.startswith("-")), "")
-    return run_cli(f"data_prep {command}".strip(), lambda: main(argv), "--debug" in argv)
+    return run_cli("data_prep", main, argv, subcommands=True)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from inference.chat import Sampling
-from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
+from inference.outcome import add_outcome_flags, run_cli, setup_logging, verdict
 
 BACKEND_KINDS = ("transformers", "vllm", "openai", "gemini")
 
@@ -148,18 +147,13 @@ def make_scorer(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    quiet_http_logs(args.debug)
+    setup_logging(args.debug)
     return _run(args)
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """`python -m eval`: `main`, with an error as one line and exit 2 (`--debug`: the traceback)."""
-    argv = command_line(argv)
-    command = next((a for a in argv if not a.startswith("-")), "")
-    return run_cli(f"eval {command}".strip(), lambda: main(argv), "--debug" in argv)
+    return run_cli("eval", main, argv, subcommands=True)
 
 
 def _run(args: argparse.Namespace) -> int:

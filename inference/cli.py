@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from inference.outcome import add_outcome_flags, command_line, quiet_http_logs, run_cli, verdict
+from inference.outcome import add_outcome_flags, run_cli, setup_logging, verdict
 from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline
 from inference.records import Record, read_records
 
@@ -115,18 +114,13 @@ def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipelin
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    quiet_http_logs(args.debug)  # one INFO line per HTTP request otherwise
+    setup_logging(args.debug, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return _run(args)
 
 
 def cli(argv: list[str] | None = None) -> int:
     """`python -m inference`: `main`, with an error as one line and exit 2 (`--debug`: the traceback)."""
-    argv = command_line(argv)
-    return run_cli("python -m inference", lambda: main(argv), "--debug" in argv)
+    return run_cli("python -m inference", main, argv)
 
 
 def _run(args: argparse.Namespace) -> int:

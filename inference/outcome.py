@@ -50,25 +50,34 @@ def verdict(stage: str, seen: int, kept: int, reasons: Mapping[str, int], max_lo
     return EXIT_LOSSY
 
 
-def command_line(argv: Sequence[str] | None) -> list[str]:
-    """The arguments a command runs with (`sys.argv[1:]` when None)."""
-    return list(sys.argv[1:] if argv is None else argv)
-
-
-def run_cli(prog: str, body: Callable[[], int], debug: bool) -> int:
-    """Run a command's `main` as a command line: an exception becomes one line `prog: error: ...` and
-    exit 2, unless `debug`. (`main` itself raises, as a library function should.)"""
+def run_cli(
+    prog: str, main: Callable[[list[str]], int], argv: Sequence[str] | None = None, subcommands: bool = False
+) -> int:
+    """Run a command's `main(argv)` as a command line (argv: `sys.argv[1:]` when None): an exception
+    becomes one line `prog [SUBCOMMAND]: error: ...` and exit 2, unless --debug. (`main` itself raises,
+    as a library function should.)"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if subcommands:
+        prog = f"{prog} {next((a for a in argv if not a.startswith('-')), '')}".strip()
     try:
-        return body()
+        return main(argv)
     except KeyboardInterrupt:
         raise
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line; --debug the traceback
-        if debug:
+        if "--debug" in argv:
             raise
         print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def setup_logging(
+    debug: bool, level: int = logging.INFO, fmt: str = "%(levelname)s %(name)s: %(message)s"
+) -> None:
+    """A command line's logging: `level` (DEBUG with --debug); per-request HTTP lines only with --debug."""
+    logging.basicConfig(level=logging.DEBUG if debug else level, format=fmt)
+    quiet_http_logs(debug)
 
 
 def quiet_http_logs(debug: bool) -> None:
