@@ -34,15 +34,9 @@ ARGS ?=
 CKPT ?=
 OUT ?=
 
-# The checkout is importable as is (reward_fns, data_prep, inference, eval, recipes), also in Ray workers.
-export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
-# No model hub on our machines; tests and the demo build tiny models offline.
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
-# W&B logs offline unless a key is present.
-export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
-export TOKENIZERS_PARALLELISM ?= false
+# Every Python target runs in the launch environment of recipes/env.sh (PYTHONPATH, HF offline unless
+# HF_HUB_OFFLINE=0, W&B offline without a key, ...), defined there once for make, the launchers and Slurm.
+RUN := bash recipes/env.sh
 
 .PHONY: help setup setup-gpu doctor test test-slow lint style demo bench train submit export tiny clean
 
@@ -71,10 +65,10 @@ setup: $(ENV_DEPS) ## Create .venv/ with the CPU/dev install (idempotent; second
 setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ from requirements-gpu.txt + flash-attn; train/submit/export then run in it
 
 test: $(ENV_DEPS) ## Run the fast test suite (offline, CPU)
-	$(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
 
 test-slow: $(ENV_DEPS) ## Run the slow tests too (a measured GRPO learning run on verl, ~12 min)
-	$(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
 
 lint: $(ENV_DEPS) ## ruff check + format check
 	$(PY) -m ruff check .
@@ -85,14 +79,14 @@ style: $(ENV_DEPS) ## Fix what ruff can fix and format the code
 	$(PY) -m ruff format .
 
 demo: $(ENV_DEPS) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report
-	$(PY) -m recipes.demo $(ARGS)
+	$(RUN) $(PY) -m recipes.demo $(ARGS)
 
 bench: $(ENV_DEPS) ## Benchmarks of every stage; results in outputs/bench/
 	@set -e; for m in reward_fns data_prep recipes inference eval; do \
-	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench; fi; done
+	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(RUN) $(PY) -m $$m.bench; fi; done
 
 doctor: $(ENV_DEPS) ## Preflight of a recipe here: versions, vLLM kwargs, GPUs, Ray cluster, image budget
-	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) $(PY) -m recipes.doctor $(ARGS)
+	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) $(RUN) $(PY) -m recipes.doctor $(ARGS)
 
 train: $(ENV_DEPS) ## GRPO on verl: make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]
 	NODES=$(NODES) GPUS=$(GPUS) RECIPE=$(RECIPE) PYTHON=$(PY) bash recipes/train.sh $(ARGS)
@@ -104,7 +98,7 @@ export: $(ENV_DEPS) ## Merge a verl FSDP checkpoint into a HF folder: make expor
 	CKPT=$(CKPT) OUT=$(OUT) PYTHON=$(PY) bash recipes/export.sh
 
 tiny: $(ENV_DEPS) ## Build the tiny offline models into outputs/tiny (make tiny OUT=dir)
-	$(PY) -m inference.tiny --out $(if $(OUT),$(OUT),outputs/tiny)
+	$(RUN) $(PY) -m inference.tiny --out $(if $(OUT),$(OUT),outputs/tiny)
 
 # The interactive app (app/, python -m app) and Debian's headless Chromium for its browser test
 # (tests/test_app_browser.py). `make setup` runs `browser`: nothing when chromium and chromedriver are
@@ -113,7 +107,7 @@ tiny: $(ENV_DEPS) ## Build the tiny offline models into outputs/tiny (make tiny 
 setup: browser
 
 app: $(ENV_DEPS) ## Editing app on http://127.0.0.1:7860 (ARGS="--llm-model DIR --editor ... --judge-model ...")
-	$(PY) -m app $(ARGS)
+	$(RUN) $(PY) -m app $(ARGS)
 
 browser: ## Install Debian's chromium + chromium-driver for the browser test (as root; skipped when present)
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \

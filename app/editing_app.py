@@ -640,7 +640,6 @@ def configure_gradio_environment(out: Path) -> None:
     """Keep Gradio's uploads and caches under `out`, with no analytics (read when gradio is imported)."""
     os.environ["GRADIO_TEMP_DIR"] = str(out / "gradio")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def serve(app: EditingApp, host: str = "127.0.0.1", port: int | None = None, block: bool = True):

@@ -10,12 +10,14 @@
 - `cluster`: on a running Ray cluster, that NODES nodes have joined and, in a task on every node with
   the runtime_env verl will pass to ray.init, that the reward file, the replay-buffer class and the data
   files resolve, the environment arrives, and the metrics folder exists (created there);
+- `model`: the policy's weights are a local folder or, with downloads off (HF_HUB_OFFLINE=1, the
+  default of recipes/env.sh), in the HF cache;
 - `image_budget` / `prompt_lengths`: the recipe's image bound holds max_prompt_length, and the rows of
   the training parquet that verl's overlong filter would drop (refused unless ALLOW_OVERLONG=1);
 - `settings`: keys verl 0.9.1 ignores or rewrites (a warning each).
 
 A CPU recipe (trainer.device=cpu) gets no GPU, vLLM or flash-attn demands. Under DRY_RUN the checks
-that depend on this machine (versions, GPUs, cluster, data on disk) warn instead of failing, so a
+that depend on this machine (versions, GPUs, cluster, model and data on disk) warn instead of failing, so a
 laptop can dry-run the GPU recipe. Exit code 2 when a check fails, with the fix named.
 """
 
@@ -41,7 +43,7 @@ ENGINE_ARGS_FILE = launch.REPO_ROOT / "tests" / "data" / "vllm_0_24_0_engine_arg
 GPU_EXTRAS = ("vllm", "fsdp")
 CHECKED_PACKAGES = ("torch", "torchvision", "vllm", "transformers", "flash-attn", "qwen-vl-utils")
 #: Checks whose answer depends on this machine: warnings under DRY_RUN.
-MACHINE_CHECKS = {"versions", "gpus", "cluster", "prompt_lengths"}
+MACHINE_CHECKS = {"versions", "gpus", "cluster", "prompt_lengths", "model"}
 
 
 @dataclass
@@ -443,6 +445,44 @@ def check_image_budget(config: DictConfig) -> Finding:
     )
 
 
+def model_path(config: DictConfig) -> str:
+    """The policy's weights: a local folder or a hub id (the SFT trainer keeps it at model.path)."""
+    return str(
+        OmegaConf.select(config, "model.path" if launch.is_sft(config) else "actor_rollout_ref.model.path")
+    )
+
+
+def check_model(
+    config: DictConfig, environ: dict[str, str] | None = None, cache_dir: str | None = None
+) -> Finding:
+    """The weights are there before verl starts Ray: a local folder, or a hub id in the HF cache when
+    downloads are off (HF_HUB_OFFLINE=1, recipes/env.sh's default); transformers would otherwise fail
+    in every worker after Ray and vLLM started."""
+    environ = os.environ if environ is None else environ
+    path = model_path(config)
+    if Path(path).expanduser().is_dir():
+        return Finding("model", "ok", f"{path} (local folder)")
+    if OmegaConf.select(config, "assets.model") is not None:
+        return Finding("model", "skip", f"{path} not built yet (recipes.tiny_assets builds it)")
+    if path.startswith(("/", ".", "~")) or launch._is_local_relative(path) or path.count("/") != 1:
+        return Finding(
+            "model", "fail", f"model folder not found: {path}", "build or copy it there, or name a hub id"
+        )
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json", cache_dir=cache_dir), str):
+        return Finding("model", "ok", f"{path} (in the HF cache)")
+    if environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no"):
+        return Finding(
+            "model",
+            "fail",
+            f"{path} is not in the HF cache and downloads are off (HF_HUB_OFFLINE=1, recipes/env.sh)",
+            f"`huggingface-cli download {path}` into an HF_HOME every node shares, or HF_HUB_OFFLINE=0 to let "
+            "each process download it",
+        )
+    return Finding("model", "warn", f"{path} is not in the HF cache: every node downloads it at start")
+
+
 def load_processor(config: DictConfig):
     """The model's processor from a local folder or the HF cache (never downloads); None if absent."""
     path = str(OmegaConf.select(config, "actor_rollout_ref.model.path"))
@@ -581,6 +621,7 @@ def run_checks(
         ("versions", lambda: [check_versions(config)]),
         ("engine_kwargs", lambda: [check_engine_kwargs(config, engine_fields)]),
         ("gpus", lambda: [check_cluster_gpus(config, address) if address else check_local_gpus(config)]),
+        ("model", lambda: [check_model(config)]),
         ("image_budget", lambda: [check_image_budget(config)]),
         ("prompt_lengths", lambda: [check_prompt_lengths(config, allow_overlong)]),
         ("settings", lambda: check_settings(config)),

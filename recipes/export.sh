@@ -41,9 +41,7 @@ PARTIAL="$OUT.partial"
 rm -rf "$PARTIAL"
 trap 'rm -rf "$PARTIAL"' EXIT  # a failed merge leaves nothing behind
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-source "$ROOT/recipes/python.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 echo "+ $PYTHON -m verl.model_merger merge --backend fsdp --local_dir $ACTOR --target_dir $OUT" >&2
 "$PYTHON" -m verl.model_merger merge --backend fsdp --local_dir "$ACTOR" --target_dir "$PARTIAL"

@@ -18,6 +18,7 @@ import argparse
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,18 @@ def read_defaults(path: Path = REPO_ROOT / "recipes" / "defaults.env") -> dict[s
 
 
 DEFAULTS = read_defaults()
+ENV_SCRIPT = REPO_ROOT / "recipes" / "env.sh"
+
+
+def launch_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment recipes/env.sh (its one definition) makes from `environ`: what `make train` and
+    the launchers run in, so `python -m recipes.launch` called directly (make demo, make bench) gets
+    the same PYTHONPATH, HF offline and W&B modes."""
+    environ = dict(os.environ if environ is None else environ)
+    out = subprocess.run(
+        ["bash", str(ENV_SCRIPT), "env", "-0"], env=environ, capture_output=True, check=True, timeout=30
+    )
+    return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
 
 
 class LaunchError(RuntimeError):
@@ -183,17 +196,17 @@ def worker_env(config: DictConfig, environ: dict[str, str] | None = None) -> dic
     env_vars (a Ray cluster started elsewhere gives its workers the environment of `ray start`, not
     ours); `make submit` puts them in the job's runtime_env. Secret-named variables (*_KEY, *_TOKEN, ..)
     are left out here: verl prints its ray.init arguments (main_ppo.py:76); `make submit` still
-    forwards them through its owner-only runtime_env file (`runtime_env`)."""
-    environ = dict(os.environ if environ is None else environ)
+    forwards them through its owner-only runtime_env file (`runtime_env`). The values are those of the
+    launch environment (recipes/env.sh) made from `environ`."""
+    environ = launch_environment(os.environ if environ is None else environ)
     env = {
         name: value
         for name, value in environ.items()
-        if (name.startswith(FORWARDED_ENV_PREFIXES) or name in FORWARDED_ENV_NAMES) and not is_secret(name)
+        # PYTHONPATH (the checkout first): the reward file imports reward_fns, the CPU plugin recipes
+        if (name.startswith(FORWARDED_ENV_PREFIXES) or name in (*FORWARDED_ENV_NAMES, "PYTHONPATH"))
+        and not is_secret(name)
     }
-    env["PYTHONPATH"] = str(REPO_ROOT)  # the reward file imports reward_fns, the CPU plugin recipes
     env["VERL_FILE_LOGGER_PATH"] = str(metrics_path(config, environ))
-    # as the Makefile: W&B online only with a key (wandb refuses to start without one otherwise)
-    env.setdefault("WANDB_MODE", "online" if environ.get("WANDB_API_KEY") else "offline")
     if is_cpu(config):  # verl's CPU platform and rollout, loaded in every process that imports verl
         from recipes.verl_cpu import launch_env
 
@@ -505,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recipes import doctor
 
     args = parse_args(argv)
+    os.environ.update(launch_environment())  # a no-op under make and the launchers
     try:
         if args.action == "train":
             launch = plan(args.recipe, args.overrides, args.nodes, args.gpus, python=default_python())

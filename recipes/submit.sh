@@ -6,7 +6,7 @@
 # logs and waits (SUBMIT_NO_WAIT=1 returns once accepted). DRY_RUN=1 prints and validates only.
 set -euo pipefail
 
-source "$(dirname "${BASH_SOURCE[0]}")/defaults.env"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   echo
@@ -14,7 +14,7 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   exit 0
 fi
 
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
 FLAGS=()
 [[ "${SUBMIT_NO_WAIT:-0}" != "0" ]] && FLAGS+=(--no-wait)
 exec "$PYTHON" -m recipes.launch submit "${FLAGS[@]}" -- "$@"

@@ -6,7 +6,7 @@
 # DRY_RUN=1 prints the composed config and the exact command and runs verl's config validation (CPU).
 set -euo pipefail
 
-source "$(dirname "${BASH_SOURCE[0]}")/defaults.env"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   echo
@@ -15,5 +15,5 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   exit 0
 fi
 
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
 exec "$PYTHON" -m recipes.launch train -- "$@"

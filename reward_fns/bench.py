@@ -246,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="outputs/bench/reward_fns.json")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     pairs = grpo_batch()
     started = time.perf_counter()

@@ -249,9 +249,46 @@ def test_launchers_run_the_trainer_in_their_own_interpreter():
     import sys
 
     assert launch.default_python() == sys.executable
-    for script in ("env.sh", "export.sh", "slurm/train.slurm"):
+    for script in ("train.sh", "submit.sh", "export.sh", "slurm/train.slurm"):
         text = (REPO / "recipes" / script).read_text()
-        assert "recipes/python.sh" in text and '.venv/bin/python"\n[[ -x' not in text
+        assert "env.sh" in text and ".venv/bin/python" not in text, script
+
+
+# --- the model's weights are there before Ray starts ---------------------------------------------------
+
+
+def _hub_cache(root: Path, repo: str) -> Path:
+    """A Hugging Face cache holding `repo`'s config.json, laid out as huggingface_hub lays it out."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc123")
+    (folder / "snapshots" / "abc123").mkdir(parents=True)
+    (folder / "snapshots" / "abc123" / "config.json").write_text("{}")
+    return root
+
+
+def test_model_check_names_a_hub_model_that_is_not_cached_while_downloads_are_off(tmp_path):
+    config = launch.compose(launch.DEFAULTS["DEFAULT_RECIPE"])
+    empty = str(tmp_path / "empty")
+    off = doctor.check_model(config, {"HF_HUB_OFFLINE": "1"}, cache_dir=empty)
+    assert off.status == "fail" and "Qwen/Qwen2.5-VL-7B-Instruct" in off.detail
+    assert "huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct" in off.fix and "HF_HUB_OFFLINE=0" in off.fix
+    assert doctor.check_model(config, {"HF_HUB_OFFLINE": "0"}, cache_dir=empty).status == "warn"
+    cache = str(_hub_cache(tmp_path / "hub", "Qwen/Qwen2.5-VL-7B-Instruct"))
+    assert doctor.check_model(config, {"HF_HUB_OFFLINE": "1"}, cache_dir=cache).status == "ok"
+
+
+def test_model_check_takes_local_folders_and_the_sft_key(tmp_path):
+    sft = launch.compose("sft_qwen2_5_vl_7b", [f"model.path={tmp_path}"])
+    assert doctor.check_model(sft, {"HF_HUB_OFFLINE": "1"}).status == "ok"
+    gone = launch.compose("sft_qwen2_5_vl_7b", [f"model.path={tmp_path}/nowhere"])
+    result = doctor.check_model(gone, {"HF_HUB_OFFLINE": "1"})
+    assert result.status == "fail" and "not found" in result.detail
+    # the tiny recipes' model is built by the launcher just before the preflight
+    assert (
+        doctor.check_model(launch.compose("imageedit_r1_tiny", ["assets.model.dir=/nowhere"]), {}).status
+        == "skip"
+    )
 
 
 # --- defect 10: Slurm waits for NODES nodes -----------------------------------------------------------

@@ -4,6 +4,7 @@ hyperparameters, and the launchers behave (DRY_RUN, no-GPU stop, CPU dispatch, R
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -107,7 +108,13 @@ def test_reward_component_curves_use_the_reward_engineers_replay_buffer():
     assert sampler.name == "RewardComponentReplayBuffer"
     assert cfg.trainer.v1.trainer_mode == "sync"  # the buffer above is the sync one
     assert "file" in cfg.trainer.logger and "wandb" in cfg.trainer.logger
-    assert launch.compose(PAPER, ["metrics=verl_default"]).trainer.v1.sampler.custom_sampler.path is None
+    # verl's own buffer (for DAPO's group filtering) with one override
+    assert (
+        launch.compose(
+            PAPER, ["trainer.v1.sampler.custom_sampler.path=null"]
+        ).trainer.v1.sampler.custom_sampler.path
+        is None
+    )
 
 
 def test_replay_buffer_loads_through_verls_loader_as_a_verl_replay_buffer():
@@ -120,18 +127,47 @@ def test_replay_buffer_loads_through_verls_loader_as_a_verl_replay_buffer():
 
 
 def test_groups_swap_on_the_command_line():
-    cfg = launch.compose(PAPER, ["model=qwen3_vl_8b", "reward=no_goal", "logger=console"])
+    cfg = launch.compose(PAPER, ["model=qwen3_vl_8b", "reward=no_goal", "trainer.logger=[console,file]"])
     assert cfg.actor_rollout_ref.model.path == MODELS["qwen3_vl_8b"]
     weights = cfg.reward.custom_reward_function.reward_kwargs.weights
     assert (weights.goal, weights.format, weights.action, weights.subject) == (0.0, 1.0, 1.0, 1.0)
-    synthetic = launch.compose(PAPER, ["model=tiny", "data=synthetic"])  # the data of the tiny assets group
+    synthetic = launch.compose(PAPER, ["data=synthetic"])  # the synthetic set with any model
     assert synthetic.data.train_files == "outputs/data/synthetic/train.parquet"
+    assert synthetic.actor_rollout_ref.model.path == MODELS["qwen2_5_vl_7b"]
     assert "wandb" not in cfg.trainer.logger
     assert launch.compose(PAPER, ["reward=fuzzy"]).reward.custom_reward_function.reward_kwargs.mode == "fuzzy"
     semantic = launch.compose(PAPER, ["reward=semantic"]).reward.custom_reward_function.reward_kwargs
     assert semantic.mode == "semantic"
     # verl's own reward defaults survive under our reward group
     assert cfg.reward.reward_manager.name == "naive"
+
+
+def test_config_groups_are_the_ablation_axes():
+    """Groups only where a recipe swaps an option (recipes/README.md): everything else of a recipe is in
+    its own file and the body it shares with the other recipes of its trainer (base/)."""
+    folders = {
+        p.name for p in (REPO / "recipes" / "config").iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
+    assert folders == {"model", "cluster", "data", "reward", "assets", "base"}
+    for axis in ("model", "cluster", "data", "reward"):
+        assert len(list((REPO / "recipes" / "config" / axis).glob("*.yaml"))) >= 2, axis
+
+
+def test_tiny_recipe_is_the_paper_recipe_with_three_axes_swapped():
+    """Every key the tiny recipe shares with the paper's comes from the same file (base/grpo.yaml)."""
+    paper, tiny = launch.compose(PAPER), launch.compose(TINY)
+    for key in (
+        "algorithm.adv_estimator",
+        "actor_rollout_ref.actor.kl_loss_coef",
+        "actor_rollout_ref.rollout.n",
+        "actor_rollout_ref.rollout.temperature",
+        "trainer.project_name",
+        "trainer.logger",
+        "trainer.v1.sampler.custom_sampler.name",
+        "reward.custom_reward_function.reward_kwargs",
+    ):
+        assert OmegaConf.select(tiny, key) == OmegaConf.select(paper, key), key
+    assert (paper.actor_rollout_ref.rollout.name, tiny.actor_rollout_ref.rollout.name) == ("vllm", "hf")
 
 
 def test_tiny_recipe_carries_the_contract_keys():
@@ -333,7 +369,7 @@ def test_train_paths_are_absolute_for_workers_in_any_folder():
     p = launch.plan(PAPER, ["model=qwen3_vl_8b"], nodes=1, gpus=8)
     c = p.config
     assert c.reward.custom_reward_function.path == f"{REPO}/reward_fns/imageedit_r1.py"
-    assert c.trainer.v1.sampler.custom_sampler.path == f"{REPO}/reward_fns/verl_manager.py"
+    assert c.trainer.v1.sampler.custom_sampler.path == f"{REPO}/reward_fns/replay_buffer.py"
     assert c.data.train_files == f"{REPO}/outputs/data/imageedit_r1/train.parquet"
     assert c.trainer.default_local_dir == f"{REPO}/outputs/checkpoints/imageedit_r1/qwen2_5_vl_7b_grpo"
     assert c.actor_rollout_ref.model.path == "Qwen/Qwen3-VL-8B-Instruct"  # a hub id stays one
@@ -486,3 +522,65 @@ def test_the_default_recipe_is_named_once():
         REPO / "recipes/slurm/train.slurm",
     ]
     assert [str(p.relative_to(REPO)) for p in places if name in p.read_text()] == []
+
+
+# --- the launch environment, defined once (recipes/env.sh) ---------------------------------------------
+
+LAUNCH_VARIABLES = (
+    "PYTHONPATH",
+    "WANDB_MODE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+)
+
+
+def _env_sh(environ: dict[str, str]) -> dict[str, str]:
+    return launch.launch_environment({"PATH": os.environ["PATH"], **environ})
+
+
+def test_env_sh_makes_the_launch_environment_and_your_values_win():
+    env = _env_sh({})
+    assert env["PYTHONPATH"] == str(REPO)
+    assert (env["WANDB_MODE"], env["HF_HUB_OFFLINE"], env["TRANSFORMERS_OFFLINE"]) == ("offline", "1", "1")
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    assert _env_sh({"WANDB_API_KEY": "k"})["WANDB_MODE"] == "online"
+    mine = _env_sh({"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "0", "PYTHONPATH": "/x"})
+    assert (mine["WANDB_MODE"], mine["HF_HUB_OFFLINE"], mine["TRANSFORMERS_OFFLINE"]) == (
+        "disabled",
+        "0",
+        "0",
+    )
+    assert mine["PYTHONPATH"] == f"{REPO}:/x"
+    assert _env_sh(env) == env  # applying it twice changes nothing
+
+
+def test_env_sh_runs_a_command_in_that_environment():
+    out = subprocess.run(
+        ["bash", "recipes/env.sh", "bash", "-c", 'echo "$WANDB_MODE $PYTHONPATH"'],
+        cwd=REPO, env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.split() == ["offline", str(REPO)]
+
+
+def test_no_launcher_sets_the_launch_environment_itself():
+    """The Makefile, the shell launchers, Slurm and the Python launchers take these variables from
+    recipes/env.sh: an assignment of one of them anywhere else would drift from it."""
+    places = [REPO / "Makefile", *REPO.glob("recipes/*.sh"), REPO / "recipes/slurm/train.slurm", *REPO.glob("recipes/*.py"),
+              *REPO.glob("recipes/verl_cpu/*.py")]  # fmt: skip
+    assigned = re.compile(
+        rf"(?:export\s+|\[\"|env\.setdefault\(\"|^\s*)({'|'.join(LAUNCH_VARIABLES)})\b\s*[\]\"]*\s*[:?]?=",
+        re.M,
+    )
+    found = [
+        f"{p.relative_to(REPO)}: {m.group(0).strip()}"
+        for p in places
+        if p.name != "env.sh"
+        for m in assigned.finditer(p.read_text())
+    ]
+    assert found == []
+    for target in ("test", "demo", "bench", "doctor", "app", "tiny"):
+        text = subprocess.run(
+            ["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=30
+        ).stdout
+        assert "bash recipes/env.sh" in text, target

@@ -18,7 +18,7 @@ from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric
 
 REPO = Path(__file__).resolve().parents[1]
 REWARD_PATH = str(REPO / "reward_fns" / "imageedit_r1.py")
-SAMPLER_PATH = str(REPO / "reward_fns" / "verl_manager.py")
+SAMPLER_PATH = str(REPO / "reward_fns" / "replay_buffer.py")
 KEYS = [SCORE_KEY, *REWARD_COMPONENTS]
 GT = json.dumps({"actions": ["recolor"], "subjects": ["coat", "hair"], "goals": ["scarlet red"]})
 RESPONSES = [
@@ -126,7 +126,7 @@ def test_batch_through_verl_reward_loop_worker_and_naive_manager(tokenizer_dir):
 
 
 def test_reward_component_means_skip_missing_values():
-    from reward_fns.verl_manager import reward_component_means
+    from reward_fns.replay_buffer import reward_component_means
 
     infos = [
         {"reward_extra_info": {"score": 1.0, "format": 1.0, "goal": 0.5}},

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 PLATFORM_NAME = "cpu"
-#: actor_rollout_ref.rollout.name of the transformers rollout (recipes/config/rollout_engine/hf.yaml)
+#: actor_rollout_ref.rollout.name of the transformers rollout (recipes/config/cluster/cpu.yaml)
 ROLLOUT_NAME = "hf"
 #: What verl imports in every process (this package's __init__ stays free of verl imports).
 PLUGIN_MODULE = "recipes.verl_cpu.plugin"
@@ -36,5 +36,4 @@ def launch_env(threads: int | None = None) -> dict[str, str]:
         # Ray starts workers with OMP_NUM_THREADS=1; torch on CPU wants every core.
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false",
     }

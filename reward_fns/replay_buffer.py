@@ -8,7 +8,7 @@ hook is a ReplayBuffer subclass that, after the normal sampling, reads the selec
 `extra_fields.reward_extra_info` (written by the reward loop, as verl's own DAPO filter reads it) and
 adds the batch means as `train/reward/<component>`:
 
-    trainer.v1.sampler.custom_sampler.path=reward_fns/verl_manager.py
+    trainer.v1.sampler.custom_sampler.path=reward_fns/replay_buffer.py
     trainer.v1.sampler.custom_sampler.name=RewardComponentReplayBuffer        # trainer.v1.trainer_mode=sync
     trainer.v1.sampler.custom_sampler.name=RewardComponentReplayBufferAsync   # the async trainer modes
 
