@@ -30,17 +30,16 @@ GRPO_STEPS = 100
 #: Reduced sizes for the end-to-end test (mechanics only; the numbers mean little).
 QUICK_ASSETS = ["assets.data.train=64", "assets.data.val=8", "assets.model.text_hidden=64"]
 QUICK_SFT = ["data.train_batch_size=16", "data.micro_batch_size_per_gpu=16"]
-QUICK_GRPO = [
+#: A GRPO step of 2 prompts x 4 rollouts, in one micro batch (model/tiny.yaml sets 64 = 8 x 8).
+QUICK_BATCH = [
     "data.train_batch_size=2",
     "actor_rollout_ref.actor.ppo_mini_batch_size=2",
     "actor_rollout_ref.rollout.n=4",
-    # one micro batch of the step's 2 x 4 sequences (model/tiny.yaml sets 64 = 8 x 8)
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
     "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
-    "trainer.test_freq=2",
-    "data.val_max_samples=4",
 ]
+QUICK_GRPO = [*QUICK_BATCH, "trainer.test_freq=2", "data.val_max_samples=4"]
 MODES = ("single", "multi")
 
 

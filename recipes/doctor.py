@@ -464,7 +464,7 @@ def check_model(
         return Finding("model", "ok", f"{path} (local folder)")
     if OmegaConf.select(config, "assets.model") is not None:
         return Finding("model", "skip", f"{path} not built yet (recipes.tiny_assets builds it)")
-    if path.startswith(("/", ".", "~")) or launch._is_local_relative(path) or path.count("/") != 1:
+    if path.startswith(("/", ".", "~")) or launch.is_local_path(path) or path.count("/") != 1:
         return Finding(
             "model", "fail", f"model folder not found: {path}", "build or copy it there, or name a hub id"
         )
@@ -658,11 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--recipe", default=os.environ.get("RECIPE") or launch.DEFAULTS["DEFAULT_RECIPE"])
     parser.add_argument(
-        "--nodes", type=launch._int_or_none, default=launch._int_or_none(os.environ.get("NODES"))
+        "--nodes", type=launch.int_or_none, default=launch.int_or_none(os.environ.get("NODES"))
     )
-    parser.add_argument(
-        "--gpus", type=launch._int_or_none, default=launch._int_or_none(os.environ.get("GPUS"))
-    )
+    parser.add_argument("--gpus", type=launch.int_or_none, default=launch.int_or_none(os.environ.get("GPUS")))
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None)
     parser.add_argument("--route", choices=["train", "submit"], default="train")
     parser.add_argument(

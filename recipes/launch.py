@@ -214,7 +214,7 @@ def worker_env(config: DictConfig, environ: dict[str, str] | None = None) -> dic
     return env
 
 
-def _is_local_relative(value: str) -> bool:
+def is_local_path(value: str) -> bool:
     """A relative path into this checkout (`outputs/...`, `reward_fns/x.py`), not a hub id (`Qwen/...`)."""
     if not value or "://" in value or value.startswith(("/", "~", "pkg:", "hdfs:")):
         return False
@@ -233,7 +233,7 @@ def local_path_overrides(config: DictConfig, keys: Sequence[str]) -> list[str]:
             continue
         output = key in OUTPUT_PATH_KEYS  # an output folder is never a hub id: any relative path is local
         local = [
-            _is_local_relative(v) or (output and not Path(v).is_absolute() and "://" not in v) for v in values
+            is_local_path(v) or (output and not Path(v).is_absolute() and "://" not in v) for v in values
         ]
         if not any(local):
             continue
@@ -488,7 +488,7 @@ def describe(launch: LaunchPlan, command: Sequence[str], env: dict[str, str], ex
     return "\n".join(lines)
 
 
-def _int_or_none(value: str | None) -> int | None:
+def int_or_none(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
@@ -500,8 +500,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("action", choices=["train", "submit"])
     parser.add_argument("--recipe", default=os.environ.get("RECIPE") or DEFAULTS["DEFAULT_RECIPE"])
-    parser.add_argument("--nodes", type=_int_or_none, default=_int_or_none(os.environ.get("NODES")))
-    parser.add_argument("--gpus", type=_int_or_none, default=_int_or_none(os.environ.get("GPUS")))
+    parser.add_argument("--nodes", type=int_or_none, default=int_or_none(os.environ.get("NODES")))
+    parser.add_argument("--gpus", type=int_or_none, default=int_or_none(os.environ.get("GPUS")))
     parser.add_argument(
         "--dry-run",
         action="store_true",

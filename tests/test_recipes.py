@@ -584,3 +584,15 @@ def test_no_launcher_sets_the_launch_environment_itself():
             ["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=30
         ).stdout
         assert "bash recipes/env.sh" in text, target
+
+
+def test_sft_and_grpo_recipes_share_one_project_logging_and_checkpoint_tree():
+    """base/sft.yaml restates the GRPO body's three project keys (two trainers, two config trees)."""
+    grpo = OmegaConf.to_container(launch.compose(PAPER).trainer)
+    for recipe in ("sft_qwen2_5_vl_7b", "sft_tiny"):
+        sft = OmegaConf.to_container(launch.compose(recipe).trainer)
+        assert (
+            sft["project_name"] == grpo["project_name"]
+            and sft["default_local_dir"] == grpo["default_local_dir"]
+        )
+    assert OmegaConf.to_container(launch.compose("sft_qwen2_5_vl_7b").trainer)["logger"] == grpo["logger"]

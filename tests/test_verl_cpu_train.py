@@ -14,6 +14,8 @@ import pytest
 from cold_start import cold_start
 from wandb_files import read_wandb_history
 
+from recipes import demo
+
 REPO = Path(__file__).resolve().parents[1]
 OURS = (
     "train/reward/score",
@@ -69,12 +71,7 @@ def runs(tmp_path_factory):
         "trainer.save_freq=2",
         "trainer.test_freq=-1",
         "trainer.val_before_train=false",
-        "data.train_batch_size=2",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
-        "actor_rollout_ref.rollout.n=4",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+        *demo.QUICK_BATCH,
         # the recipe reuses the rollout's log-probs as the old policy's; here the actor recomputes
         # them, so verl measures the rollout against the actor (training/rollout_probs_diff_mean)
         "algorithm.rollout_correction.bypass_mode=false",
