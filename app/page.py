@@ -124,6 +124,20 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def _image(label: str, elem_id: str, height: int, kind: str = "filepath") -> gr.Image:
+    """A read-only PNG view of the page, drawn pixelated (the tiny models' images are small)."""
+    return gr.Image(
+        label=label,
+        type=kind,
+        format="png",
+        buttons=IMAGE_BUTTONS,
+        interactive=False,
+        height=height,
+        elem_id=elem_id,
+        elem_classes=["pixelated"],
+    )
+
+
 def build_ui(app: EditingApp) -> gr.Blocks:
     """The page: input, agents (editable), run, results, judge, downloads."""
     with gr.Blocks(title="ImageEdit-R1: interactive editing", analytics_enabled=False) as blocks:
@@ -143,26 +157,8 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                     label="... or upload an image", file_types=["image"], type="filepath", elem_id="upload"
                 )
                 with gr.Row():
-                    input_image = gr.Image(
-                        label="Input",
-                        type="pil",
-                        format="png",
-                        buttons=IMAGE_BUTTONS,
-                        interactive=False,
-                        height=200,
-                        elem_id="input_image",
-                        elem_classes=["pixelated"],
-                    )
-                    target_image = gr.Image(
-                        label="Target (exact, examples only)",
-                        type="filepath",
-                        format="png",
-                        buttons=IMAGE_BUTTONS,
-                        interactive=False,
-                        height=200,
-                        elem_id="target_image",
-                        elem_classes=["pixelated"],
-                    )
+                    input_image = _image("Input", "input_image", 200, kind="pil")
+                    target_image = _image("Target (exact, examples only)", "target_image", 200)
                 item_info = gr.Markdown("", elem_id="item_info")
                 request = gr.Textbox(label="Edit request", lines=2, elem_id="request")
                 decompose_btn = gr.Button("1. Decompose", variant="primary", elem_id="decompose")
@@ -193,26 +189,8 @@ def build_ui(app: EditingApp) -> gr.Blocks:
                 run_btn = gr.Button("3. Run the edit", variant="primary", elem_id="run")
         status = gr.Markdown("", elem_id="status")
         with gr.Row():
-            edited_image = gr.Image(
-                label="Edited (the plan)",
-                type="filepath",
-                format="png",
-                buttons=IMAGE_BUTTONS,
-                interactive=False,
-                height=260,
-                elem_id="edited_image",
-                elem_classes=["pixelated"],
-            )
-            original_image = gr.Image(
-                label="Original mode (the raw request)",
-                type="filepath",
-                format="png",
-                buttons=IMAGE_BUTTONS,
-                interactive=False,
-                height=260,
-                elem_id="original_image",
-                elem_classes=["pixelated"],
-            )
+            edited_image = _image("Edited (the plan)", "edited_image", 260)
+            original_image = _image("Original mode (the raw request)", "original_image", 260)
             steps = gr.Gallery(
                 label="Multi-turn steps",
                 columns=4,

@@ -158,6 +158,7 @@ def test_tiny_recipe_is_the_paper_recipe_with_three_axes_swapped():
     paper, tiny = launch.compose(PAPER), launch.compose(TINY)
     for key in (
         "algorithm.adv_estimator",
+        "actor_rollout_ref.actor.kl_loss_type",
         "actor_rollout_ref.actor.kl_loss_coef",
         "actor_rollout_ref.rollout.n",
         "actor_rollout_ref.rollout.temperature",
@@ -187,17 +188,6 @@ def test_tiny_recipe_carries_the_contract_keys():
     moved = launch.compose(TINY, ["assets.data.dir=/d", "assets.model.dir=/m"])
     assert (moved.data.train_files, moved.data.val_files) == ("/d/train.parquet", "/d/val.parquet")
     assert moved.actor_rollout_ref.model.path == "/m"
-
-
-def test_tiny_recipe_is_the_paper_objective():
-    paper, tiny = launch.compose(PAPER), launch.compose(TINY)
-    for key in (
-        "algorithm.adv_estimator",
-        "actor_rollout_ref.rollout.n",
-        "actor_rollout_ref.rollout.temperature",
-    ):
-        assert OmegaConf.select(paper, key) == OmegaConf.select(tiny, key), key
-    assert paper.actor_rollout_ref.actor.kl_loss_type == tiny.actor_rollout_ref.actor.kl_loss_type
 
 
 @pytest.mark.parametrize("nodes", [1, 2])
