@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -185,16 +184,11 @@ def default_decomposer(demo_dir: Path, out: Path) -> tuple[str, str, bool]:
         return str(grpo.resolve()), DEMO_NOTICE.format(path=grpo), True
     tiny = out / "tiny_vlm"
     if not (tiny / "config.json").is_file():
+        from inference.fileio import atomic_dir
         from inference.tiny import build_tiny_vlm
 
-        tiny.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny_vlm.", dir=tiny.parent))
-        try:
+        with atomic_dir(tiny) as tmp:
             build_tiny_vlm(tmp)
-            shutil.rmtree(tiny, ignore_errors=True)
-            os.replace(tmp, tiny)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return str(tiny.resolve()), TOY_NOTICE, True
 
 

@@ -485,11 +485,9 @@ def write_report(
         png, requests = strip
         lines += ["![before/after](before_after.png)", ""]
         lines += [f"{i}. {req}" for i, req in enumerate(requests, 1)] + [""]
-    report = out / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(report)
-    return report
+    from inference.fileio import write_text
+
+    return write_text(out / "report.md", "\n".join(lines))
 
 
 def training_trend(metrics: Path, window: int = 25) -> dict[str, Any] | None:

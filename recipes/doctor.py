@@ -36,9 +36,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes import launch
 
-#: The vLLM EngineArgs fields of the pinned vLLM, for machines without vLLM (tests): kept beside the
-#: test that uses it, with its source named in the file.
-ENGINE_ARGS_FILE = launch.REPO_ROOT / "tests" / "data" / "vllm_0_24_0_engine_args.txt"
 #: verl extras a GPU recipe needs (verl's metadata pins torch, vLLM, transformers, flash-attn there).
 GPU_EXTRAS = ("vllm", "fsdp")
 CHECKED_PACKAGES = ("torch", "torchvision", "vllm", "transformers", "flash-attn", "qwen-vl-utils")
@@ -147,13 +144,6 @@ def vllm_engine_fields() -> tuple[set[str] | None, str]:
     except ImportError as exc:
         return None, f"vllm not importable here ({exc.__class__.__name__})"
     return {f.name for f in dataclasses.fields(EngineArgs)}, f"vLLM {installed_version('vllm')} EngineArgs"
-
-
-def pinned_engine_fields(path: Path = ENGINE_ARGS_FILE) -> set[str]:
-    """The field list of the pinned vLLM (one name a line, `#` comments)."""
-    return {
-        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
-    }
 
 
 def unknown_engine_kwargs(config: DictConfig, fields: set[str]) -> list[str]:
@@ -290,7 +280,8 @@ class _connected:
 
 def check_cluster_gpus(config: DictConfig, address: str) -> Finding:
     nodes, per_node = wanted_gpus(config)
-    alive, gpus = cluster_resources(address)
+    with _connected(address):  # ray.nodes() needs a connection to a GCS address
+        alive, gpus = cluster_resources(address)
     # verl's resource pool counts Ray "GPU" resources, one per trainer process, on a CPU recipe too
     # (verl/single_controller/ray/base.py:226-240)
     want = nodes * per_node
@@ -617,11 +608,20 @@ def run_checks(
     config = launch_plan.config
     if allow_overlong is None:
         allow_overlong = os.environ.get("ALLOW_OVERLONG", "") not in ("", "0")
+    # `make submit` runs the job in the cluster's interpreter with the cluster's HF cache: this machine's
+    # packages and cache say nothing about them
+    elsewhere = "the job runs in the cluster's python and HF cache, not this machine's"
     checks = [
-        ("versions", lambda: [check_versions(config)]),
+        (
+            "versions",
+            lambda: [Finding("versions", "skip", elsewhere) if route == "submit" else check_versions(config)],
+        ),
         ("engine_kwargs", lambda: [check_engine_kwargs(config, engine_fields)]),
         ("gpus", lambda: [check_cluster_gpus(config, address) if address else check_local_gpus(config)]),
-        ("model", lambda: [check_model(config)]),
+        (
+            "model",
+            lambda: [Finding("model", "skip", elsewhere) if route == "submit" else check_model(config)],
+        ),
         ("image_budget", lambda: [check_image_budget(config)]),
         ("prompt_lengths", lambda: [check_prompt_lengths(config, allow_overlong)]),
         ("settings", lambda: check_settings(config)),
@@ -630,12 +630,12 @@ def run_checks(
         checks.append(("cluster", lambda: [check_cluster_paths(launch_plan, address)]))
         checks.append(("secrets", lambda: check_secrets(os.environ)))
     elif address:
-        checks.append(
-            (
-                "cluster",
-                lambda: [Finding("cluster", "skip", "paths resolve in the job's uploaded working_dir")],
-            )
+        why = (
+            "paths resolve in the job's uploaded working_dir"
+            if route == "submit"
+            else "RAY_ADDRESS is a dashboard URL: the per-node probe needs the GCS address (HOST:6379)"
         )
+        checks.append(("cluster", lambda: [Finding("cluster", "skip", why)]))
     findings: list[Finding] = []
     for name, check in checks:
         try:

@@ -429,12 +429,11 @@ def redacted(spec: dict) -> dict:
 
 def write_runtime_env(spec: dict, path: Path) -> Path:
     """Atomically, readable by the owner only (it may carry WANDB_API_KEY / HF_TOKEN)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(spec, f, sort_keys=False)
-    os.replace(tmp, path)
+    from inference.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        os.chmod(tmp, 0o600)  # before a secret is in it
+        tmp.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
 
 

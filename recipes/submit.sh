@@ -17,4 +17,4 @@ fi
 cd "$ROOT"
 FLAGS=()
 [[ "${SUBMIT_NO_WAIT:-0}" != "0" ]] && FLAGS+=(--no-wait)
-exec "$PYTHON" -m recipes.launch submit "${FLAGS[@]}" -- "$@"
+exec "$PYTHON" -m recipes.launch submit ${FLAGS[@]+"${FLAGS[@]}"} -- "$@"  # (bash < 4.4: an empty array is unbound under set -u)

@@ -10,14 +10,15 @@ already holds what the recipe asks for:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+#: What a tiny model folder was built with (recipes.tiny_assets reuses it only when that matches).
+MODEL_MANIFEST = "tiny_assets.json"
 
 
 def ensure_data(cfg: DictConfig, progress: bool = True) -> Path:
@@ -44,33 +45,40 @@ def ensure_data(cfg: DictConfig, progress: bool = True) -> Path:
 
 
 def ensure_model(cfg: DictConfig) -> Path:
-    """The tiny random Qwen2.5-VL in `assets.model.dir`, its tokenizer trained on the data's corpus."""
+    """The tiny random Qwen2.5-VL in `assets.model.dir`, its tokenizer trained on the data's corpus;
+    rebuilt when the folder's manifest (written beside the weights) asks for other sizes, another
+    seed or another corpus, or when there is none (a folder `make tiny` or an older run left)."""
+    from inference.fileio import atomic_dir, write_json
     from inference.tiny import TinyVLMSize, build_tiny_vlm
 
     spec = cfg.assets.model
     out = Path(str(spec.dir))
-    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
-        return out
     corpus_file = Path(str(cfg.assets.data.dir)) / "corpus.txt"
-    corpus = corpus_file.read_text(encoding="utf-8").splitlines() if corpus_file.is_file() else None
-    pixels = int(spec.image_pixels)
+    corpus_text = corpus_file.read_text(encoding="utf-8") if corpus_file.is_file() else None
+    want = {
+        "text_hidden": int(spec.text_hidden),
+        "text_layers": int(spec.text_layers),
+        "vision_hidden": int(spec.vision_hidden),
+        "image_pixels": int(spec.image_pixels),
+        "seed": int(cfg.assets.get("seed", 0)),
+        "corpus_sha256": hashlib.sha256(corpus_text.encode()).hexdigest() if corpus_text else None,
+    }
+    manifest = out / MODEL_MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")) == want:
+        return out
+    if out.exists():
+        print(f"[assets] {out} was not built with {want}: rebuilding")
     size = TinyVLMSize(
-        text_hidden=int(spec.text_hidden),
-        text_layers=int(spec.text_layers),
-        vision_hidden=int(spec.vision_hidden),
-        min_pixels=pixels,
-        max_pixels=pixels,
+        text_hidden=want["text_hidden"],
+        text_layers=want["text_layers"],
+        vision_hidden=want["vision_hidden"],
+        min_pixels=want["image_pixels"],
+        max_pixels=want["image_pixels"],
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        build_tiny_vlm(tmp, corpus=corpus, seed=int(cfg.assets.get("seed", 0)), size=size)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    corpus = corpus_text.splitlines() if corpus_text else None
+    with atomic_dir(out) as tmp:
+        build_tiny_vlm(tmp, corpus=corpus, seed=want["seed"], size=size)
+        write_json(tmp / MODEL_MANIFEST, want)
     print(f"[assets] built the tiny Qwen2.5-VL at {out} ({size})")
     return out
 

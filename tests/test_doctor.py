@@ -19,7 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER = "imageedit_r1_qwen2_5_vl_7b"
 TINY = "imageedit_r1_tiny"
 GPU_MODELS = ["qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_3b"]
+#: vLLM 0.24.0's EngineArgs fields (its source named in the file), for machines without vLLM.
 ENGINE_ARGS = Path(__file__).parent / "data" / "vllm_0_24_0_engine_args.txt"
+
+
+def pinned_engine_fields(path: Path = ENGINE_ARGS) -> set[str]:
+    """The field list of the pinned vLLM (one name a line, `#` comments)."""
+    return {
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
 
 
 # --- defect 1: vLLM 0.24.0 refuses unknown engine kwargs -----------------------------------------------
@@ -29,16 +37,15 @@ def test_field_list_is_vllm_0_24_0s_engine_args_and_names_its_source():
     header = [line for line in ENGINE_ARGS.read_text().splitlines() if line.startswith("#")]
     assert any("vllm-0.24.0" in line and "sha256" in line for line in header)
     assert any("vllm/engine/arg_utils.py" in line for line in header)
-    fields = doctor.pinned_engine_fields(ENGINE_ARGS)
+    fields = pinned_engine_fields()
     assert {"model", "tensor_parallel_size", "mm_processor_cache_gb", "mm_processor_kwargs"} <= fields
     assert "disable_mm_preprocessor_cache" not in fields  # gone in 0.24.0: `unrecognized arguments`
-    assert doctor.ENGINE_ARGS_FILE == ENGINE_ARGS
 
 
 @pytest.mark.parametrize("model", GPU_MODELS)
 def test_composed_recipe_holds_no_engine_kwarg_unknown_to_vllm_0_24_0(model):
     cfg = launch.compose(PAPER, [f"model={model}"])
-    fields = doctor.pinned_engine_fields()
+    fields = pinned_engine_fields()
     assert doctor.unknown_engine_kwargs(cfg, fields) == []
     assert doctor.check_engine_kwargs(cfg, fields).status == "ok"
 
@@ -47,7 +54,7 @@ def test_doctor_names_an_unknown_engine_kwarg():
     cfg = launch.compose(
         PAPER, ["+actor_rollout_ref.rollout.engine_kwargs.vllm.disable_mm_preprocessor_cache=true"]
     )
-    found = doctor.check_engine_kwargs(cfg, doctor.pinned_engine_fields())
+    found = doctor.check_engine_kwargs(cfg, pinned_engine_fields())
     assert found.status == "fail" and "disable_mm_preprocessor_cache" in found.detail
     # without vLLM installed (this machine) the live check says so instead of guessing
     if doctor.vllm_engine_fields()[0] is None:
@@ -157,7 +164,7 @@ def test_secrets_set_here_are_named_when_workers_will_not_see_them():
 
 def test_dry_run_downgrades_machine_checks_only():
     p = launch.plan(PAPER, ["+actor_rollout_ref.rollout.engine_kwargs.vllm.no_such_flag=1"], nodes=1, gpus=8)
-    findings = doctor.run_checks(p, dry_run=True, engine_fields=doctor.pinned_engine_fields())
+    findings = doctor.run_checks(p, dry_run=True, engine_fields=pinned_engine_fields())
     status = {f.check: f.status for f in findings}
     assert status["engine_kwargs"] == "fail"  # a recipe error fails a dry run too
     assert status["gpus"] in ("ok", "warn") and status["versions"] in ("ok", "warn")

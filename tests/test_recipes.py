@@ -586,3 +586,24 @@ def test_sft_and_grpo_recipes_share_one_project_logging_and_checkpoint_tree():
             and sft["default_local_dir"] == grpo["default_local_dir"]
         )
     assert OmegaConf.to_container(launch.compose("sft_qwen2_5_vl_7b").trainer)["logger"] == grpo["logger"]
+
+
+def test_tiny_assets_reuse_a_model_only_when_it_was_built_for_the_recipe(tmp_path):
+    """A folder of another size (a --quick demo, `make tiny`, an older run) is rebuilt, not trained on."""
+    import json
+
+    from recipes import tiny_assets
+
+    base = [f"assets.data.dir={tmp_path}/data", f"assets.model.dir={tmp_path}/vlm"]
+    small = [*base, "assets.data.train=8", "assets.data.val=2", "assets.model.text_hidden=32"]
+    model = tiny_assets.ensure(launch.compose(TINY, small), progress=False)["model"]
+    stamp = (model / "model.safetensors").stat().st_mtime_ns
+    assert tiny_assets.ensure(launch.compose(TINY, small), progress=False)["model"] == model
+    assert (model / "model.safetensors").stat().st_mtime_ns == stamp  # reused
+    wider = [*small[:-1], "assets.model.text_hidden=64"]
+    tiny_assets.ensure(launch.compose(TINY, wider), progress=False)
+    assert json.loads((model / tiny_assets.MODEL_MANIFEST).read_text())["text_hidden"] == 64
+    (model / tiny_assets.MODEL_MANIFEST).unlink()  # what `make tiny` leaves: no manifest
+    tiny_assets.ensure(launch.compose(TINY, wider), progress=False)
+    assert (model / tiny_assets.MODEL_MANIFEST).is_file()
+    assert not list(tmp_path.glob(".vlm.*"))  # no temp folder left beside it

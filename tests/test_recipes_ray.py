@@ -239,3 +239,23 @@ def test_slurm_join_wait_sees_the_node(ray_head):
     assert out.returncode == 0 and "1 Ray node(s) joined" in out.stdout, out.stderr[-2000:]
     out = run_doctor(ray_head, "--address", ray_head["gcs"], "--wait-nodes", "2", "--timeout", "3")
     assert out.returncode == 2 and "only 1 of 2 Ray node(s) joined" in out.stderr, out.stderr[-2000:]
+
+
+def test_preflight_on_a_gcs_address_counts_the_clusters_gpus(ray_head, tmp_path):
+    """`RAY_ADDRESS=HEAD:6379 make train` (and the Slurm script) runs the whole preflight against the
+    cluster: the GPU count connects to it first (ray.nodes() needs a connection)."""
+    from recipes import doctor, launch
+
+    p = launch.plan("imageedit_r1_tiny", [f"assets.data.dir={tmp_path}"])
+    before = dict(os.environ)
+    try:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        os.environ["RAY_TMPDIR"] = str(ray_head["tmp"])
+        gpus = doctor.check_cluster_gpus(p.config, ray_head["gcs"])
+        assert gpus.status == "ok" and "1 node(s), 1 GPU(s)" in gpus.detail, gpus.detail
+        two = launch.plan("imageedit_r1_tiny", [f"assets.data.dir={tmp_path}", "trainer.n_gpus_per_node=2"])
+        short = doctor.check_cluster_gpus(two.config, ray_head["gcs"])
+        assert short.status == "fail" and "has 1 node(s) and 1 GPU(s)" in short.detail
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
