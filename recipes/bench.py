@@ -18,11 +18,12 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from recipes.launch import compose, make_train_command
 
 REPO = Path(__file__).resolve().parents[1]
 GRPO_PHASES = ("gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights", "step")
@@ -63,7 +64,7 @@ def run_recipe(recipe: str, overrides: list[str], metrics: Path, log: Path) -> d
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(log.parent),
     }
-    command = [sys.executable, "-m", "recipes.launch", "--recipe", recipe, "train", "--", *overrides]
+    command = make_train_command(recipe, overrides)
     stop, memory = threading.Event(), {}
     start = time.perf_counter()
     with log.open("w") as sink:
@@ -79,10 +80,10 @@ def run_recipe(recipe: str, overrides: list[str], metrics: Path, log: Path) -> d
 
 
 def step_rows(metrics: Path) -> list[dict]:
-    from inference.fileio import read_jsonl
+    """The measured steps' metrics (the first step warms up)."""
+    from eval.curves import load_metrics
 
-    rows = list(read_jsonl(metrics))
-    return [r["data"] for r in rows if r["step"] >= 2 and "timing_s/step" in r["data"]]
+    return [m for m in load_metrics(metrics) if m["step"] >= 2 and "timing_s/step" in m]
 
 
 def bench(steps: int, tmp: Path) -> dict:
@@ -115,18 +116,24 @@ def bench(steps: int, tmp: Path) -> dict:
     times = sft["line_times"]  # one line per step, written as the step ends
     sft["seconds_per_step"] = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
     sft["startup_s"] = times[0] - (sft["seconds_per_step"] or 0) if times else None
+    grpo_cfg, sft_cfg = compose("imageedit_r1_tiny"), compose("sft_tiny")
     return {
         "setting": {
-            "prompts_per_step": 8,
-            "n": 8,
-            "max_new_tokens": 48,
-            "sft_batch": 32,
+            "prompts_per_step": int(grpo_cfg.data.train_batch_size),
+            "n": int(grpo_cfg.actor_rollout_ref.rollout.n),
+            "max_new_tokens": int(grpo_cfg.data.max_response_length),
+            "sft_batch": int(sft_cfg.data.train_batch_size),
             "measured_steps": steps,
         },
         "grpo": grpo,
         "sft": sft,
         "grpo_steps_per_s": 1.0 / grpo["seconds"]["step"],
     }
+
+
+def _num(value: float | None, spec: str) -> str:
+    """A figure, or n/a where the run logged too few lines to measure it."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,18 +147,22 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="recipes-bench-") as tmp:
         result = bench(args.steps, Path(tmp))
-    g = result["grpo"]
-    print("verl main_ppo on CPU, 8 prompts x n=8, 48 new tokens (recipe imageedit_r1_tiny):")
+    g, setting = result["grpo"], result["setting"]
+    print(
+        f"verl main_ppo on CPU, {setting['prompts_per_step']} prompts x n={setting['n']}, "
+        f"{setting['max_new_tokens']} new tokens (recipe imageedit_r1_tiny):"
+    )
     for phase, seconds in g["seconds"].items():
         share = "" if phase == "step" else f"{seconds / g['seconds']['step']:>7.0%}"
         print(f"  {phase:<15}{seconds:>8.3f} s{share}")
     print(
-        f"  start-up {g['startup_s']:.0f} s; peak memory {g.get('peak_rss_gib', 0):.1f} GiB RSS summed, {g.get('peak_pss_gib', 0):.1f} GiB PSS"
+        f"  start-up {_num(g['startup_s'], '.0f')} s (from the launcher's start: assets, preflight, Ray, "
+        f"verl); peak memory {g.get('peak_rss_gib', 0):.1f} GiB RSS summed, {g.get('peak_pss_gib', 0):.1f} GiB PSS"
     )
     s = result["sft"]
     print(
-        f"verl sft_trainer on CPU, batch 32: {s['seconds_per_step']:.3f} s per step, start-up {s['startup_s']:.0f} s, "
-        f"peak {s.get('peak_pss_gib', 0):.1f} GiB PSS"
+        f"verl sft_trainer on CPU, batch {setting['sft_batch']}: {_num(s['seconds_per_step'], '.3f')} s per step, "
+        f"start-up {_num(s['startup_s'], '.0f')} s, peak {s.get('peak_pss_gib', 0):.1f} GiB PSS"
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

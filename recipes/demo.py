@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,9 @@ def asset_overrides(out: Path, quick: bool) -> list[str]:
 
 def launch(recipe: str, overrides: list[str], env: dict[str, str] | None = None) -> None:
     """`make train RECIPE=<recipe> ARGS=<overrides>`: the launcher, its preflight and verl's trainer."""
-    command = [sys.executable, "-m", "recipes.launch", "--recipe", recipe, "train", "--", *overrides]
+    from recipes.launch import make_train_command
+
+    command = make_train_command(recipe, overrides)
     print("[demo] + " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
 
@@ -122,6 +123,20 @@ def train_sft_control(out: Path, init: Path, grpo_seconds: float, quick: bool) -
     return export(checkpoints, model)
 
 
+def grpo_overrides(out: Path, init: Path, quick: bool, user: list[str]) -> list[str]:
+    """The GRPO stage's overrides of imageedit_r1_tiny (the report describes the same config)."""
+    return [
+        *asset_overrides(out, quick),
+        f"actor_rollout_ref.model.path={init}",
+        f"trainer.total_training_steps={2 if quick else GRPO_STEPS}",
+        f"trainer.default_local_dir={out / 'checkpoints' / 'grpo'}",
+        f"trainer.validation_data_dir={out / 'run' / 'validation'}",
+        "trainer.experiment_name=demo" + ("_quick" if quick else ""),
+        *(QUICK_GRPO if quick else []),
+        *user,
+    ]
+
+
 def train_grpo(out: Path, init: Path, quick: bool, user: list[str]) -> dict[str, Any]:
     """GRPO from the cold start on verl's main_ppo; returns the exported folder and the run's files."""
     model = out / "models" / "grpo"
@@ -130,24 +145,13 @@ def train_grpo(out: Path, init: Path, quick: bool, user: list[str]) -> dict[str,
     if (model / "config.json").is_file():
         print(f"[demo] reusing the GRPO model {model}")
         return result
-    checkpoints = out / "checkpoints" / "grpo"
-    overrides = [
-        *asset_overrides(out, quick),
-        f"actor_rollout_ref.model.path={init}",
-        f"trainer.total_training_steps={2 if quick else GRPO_STEPS}",
-        f"trainer.default_local_dir={checkpoints}",
-        f"trainer.validation_data_dir={result['validation']}",
-        "trainer.experiment_name=demo" + ("_quick" if quick else ""),
-        *(QUICK_GRPO if quick else []),
-        *user,
-    ]
     run.mkdir(parents=True, exist_ok=True)
     launch(
         "imageedit_r1_tiny",
-        overrides,
+        grpo_overrides(out, init, quick, user),
         {"VERL_FILE_LOGGER_PATH": str(result["metrics"]), "WANDB_DIR": str(run)},
     )
-    export(checkpoints, model)
+    export(out / "checkpoints" / "grpo", model)
     return result
 
 
@@ -548,9 +552,12 @@ def main(argv: list[str] | None = None) -> Path:
     print("[demo] 2/4 cold start (verl sft_trainer) and GRPO (verl main_ppo)")
     sft = train_sft(out, args.quick)
     grpo = train_grpo(out, sft, args.quick, args.overrides)
+    # what the report describes: the GRPO stage's config, the cold start's recorded step count
+    cfg = compose("imageedit_r1_tiny", grpo_overrides(out, sft, args.quick, args.overrides))
+    sft_run = out / "run" / "sft.json"
     train: dict[str, Any] = {
-        "sft_steps": 4 if args.quick else SFT_STEPS,
-        "grpo_steps": 2 if args.quick else GRPO_STEPS,
+        "sft_steps": json.loads(sft_run.read_text())["steps"] if sft_run.is_file() else None,
+        "grpo_steps": int(cfg.trainer.total_training_steps),
         "metrics": str(grpo["metrics"]),
         "held_out": held_out(grpo["validation"]),
         "step_seconds": median_step_seconds(grpo["metrics"]),

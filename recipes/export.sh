@@ -3,7 +3,7 @@
 #   make export CKPT=outputs/checkpoints/imageedit_r1/qwen2_5_vl_7b_grpo/global_step_60 [OUT=dir]
 # CKPT is a global_step_N folder, its actor/ folder, or the run's checkpoint folder (then the step in
 # latest_checkpointed_iteration.txt). Wraps `python -m verl.model_merger merge --backend fsdp
-# --local_dir CKPT/actor --target_dir OUT` (CPU is enough). OUT defaults to CKPT/huggingface_merged;
+# --local_dir CKPT/actor --target_dir OUT` (CPU is enough). OUT defaults to global_step_N/huggingface_merged;
 # it appears only when the merge succeeded. CPU runs (recipes/verl_cpu) write the same layout.
 set -euo pipefail
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -127,6 +128,11 @@ def compose(recipe: str, overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose(config_name=recipe, overrides=list(overrides))
 
 
+def cpu_twin(config: DictConfig) -> str:
+    """The tiny CPU recipe on the same verl trainer (SFT or GRPO)."""
+    return "sft_tiny" if is_sft(config) else CPU_RECIPE
+
+
 def is_cpu(config: DictConfig) -> bool:
     return str(config.trainer.device) == "cpu"
 
@@ -210,7 +216,7 @@ def worker_env(config: DictConfig, environ: dict[str, str] | None = None) -> dic
     if is_cpu(config):  # verl's CPU platform and rollout, loaded in every process that imports verl
         from recipes.verl_cpu import launch_env
 
-        env.update(launch_env())
+        env.update(launch_env(environ))
     return env
 
 
@@ -261,8 +267,11 @@ def existing_cluster_overrides(config: DictConfig) -> list[str]:
 
 
 def hydra_string(value: str) -> str:
-    """A Hydra override value that stays a string (`false`, `1` would otherwise change type)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A Hydra override value that stays a string (`false`, `1` would otherwise change type), quoted.
+    Inside Hydra's quotes a backslash escapes only a quote or the backslashes before one (or before the
+    closing quote): those are doubled and every quote escaped; other backslashes stay as they are."""
+    quoted = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, quoted) + "'"
 
 
 def env_var_overrides(env: dict[str, str]) -> list[str]:
@@ -305,8 +314,8 @@ def check_gpus(config: DictConfig, available: int) -> None:
     want = int(config.trainer.n_gpus_per_node)
     if available == 0:
         raise LaunchError(
-            "no GPU on this machine: verl's GRPO trainer needs GPUs (it has no CPU platform). "
-            f"For the same trainer on this CPU with a tiny model run `make train RECIPE={CPU_RECIPE}`; "
+            f"no GPU on this machine: this recipe runs on GPUs (trainer.device={config.trainer.device}). "
+            f"For the same verl trainer on this CPU with a tiny model run `make train RECIPE={cpu_twin(config)}`; "
             "`DRY_RUN=1 make train` checks this recipe without GPUs; `make submit` sends it to a GPU Ray cluster."
         )
     if available < want:
@@ -396,6 +405,12 @@ def plan(
         config = compose(recipe, all_overrides)
     command = training_command(recipe, all_overrides, config, python or default_python())
     return LaunchPlan(recipe=recipe, overrides=all_overrides, config=config, command=command, env=env)
+
+
+def make_train_command(recipe: str, overrides: Sequence[str] = ()) -> list[str]:
+    """`make train RECIPE=<recipe> ARGS=<overrides>` as one process of this interpreter (the demo and
+    the bench run it)."""
+    return [sys.executable, "-m", "recipes.launch", "--recipe", recipe, "train", "--", *overrides]
 
 
 def default_python() -> str:

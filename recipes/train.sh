@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GRPO on this node: `make train NODES=1 GPUS=8 [RECIPE=..] [ARGS="hydra overrides"] [DRY_RUN=1]`.
-# GPU recipes run verl's own `python -m verl.trainer.main_ppo --config-path recipes/config
+# GPU recipes run verl's own `python -m verl.trainer.main_ppo --config-path pkg://recipes.config
 # --config-name $RECIPE`; a recipe with trainer.device=cpu (imageedit_r1_tiny) runs the same verl
 # trainer on this CPU (recipes/verl_cpu). A GPU recipe with no GPU stops at once and says so.
 # DRY_RUN=1 prints the composed config and the exact command and runs verl's config validation (CPU).

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from recipes import launch
@@ -607,3 +609,17 @@ def test_tiny_assets_reuse_a_model_only_when_it_was_built_for_the_recipe(tmp_pat
     tiny_assets.ensure(launch.compose(TINY, wider), progress=False)
     assert (model / tiny_assets.MODEL_MANIFEST).is_file()
     assert not list(tmp_path.glob(".vlm.*"))  # no temp folder left beside it
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40).filter(
+        lambda v: "${" not in v
+    )
+)
+def test_hydra_string_survives_hydras_override_parser(value):
+    """An environment value reaches verl's ray.init as exactly that string (backslashes and quotes too)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_override(f"k={launch.hydra_string(value)}")
+    assert parsed.value() == value

@@ -19,6 +19,7 @@ Nothing here changes verl's behaviour unless VERL_PLATFORM=cpu selects the platf
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 PLATFORM_NAME = "cpu"
 #: actor_rollout_ref.rollout.name of the transformers rollout (recipes/config/cluster/cpu.yaml)
@@ -27,13 +28,15 @@ ROLLOUT_NAME = "hf"
 PLUGIN_MODULE = "recipes.verl_cpu.plugin"
 
 
-def launch_env(threads: int | None = None) -> dict[str, str]:
-    """The environment verl needs in every process to run on this CPU (driver and Ray workers)."""
-    threads = threads or os.cpu_count() or 1
+def launch_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment verl needs in every process to run on this CPU (driver and Ray workers); the
+    thread counts of `environ` win where set."""
+    environ = os.environ if environ is None else environ
+    threads = str(os.cpu_count() or 1)
     return {
         "VERL_USE_EXTERNAL_MODULES": PLUGIN_MODULE,
         "VERL_PLATFORM": PLATFORM_NAME,
         # Ray starts workers with OMP_NUM_THREADS=1; torch on CPU wants every core.
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS") or threads,
+        "MKL_NUM_THREADS": environ.get("MKL_NUM_THREADS") or threads,
     }

@@ -20,6 +20,7 @@ falls back to 1-D positions and the log-probs drift); the server builds them fro
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class _Request:
     images: list[Any]
     max_tokens: int
     future: asyncio.Future
+    #: the sampling settings and the image processor's kwargs: requests of one key share a batch
     key: tuple = field(default=())
 
 
@@ -131,8 +133,15 @@ class HFRolloutServer:
             1, min(max_tokens or self.config.response_length, budget, self.config.response_length)
         )
         future = asyncio.get_running_loop().create_future()
+        # the processor kwargs verl built the prompt's image tokens with (data.mm_processor_kwargs,
+        # agent_loop.py:243-252): pixel_values must come from the same min/max_pixels
+        vision_kwargs = json.dumps(mm_processor_kwargs or {}, sort_keys=True, default=str)
         request = _Request(
-            prompt_ids, list(image_data or []), max_tokens, future, _sampling_key(sampling_params)
+            prompt_ids,
+            list(image_data or []),
+            max_tokens,
+            future,
+            (*_sampling_key(sampling_params), vision_kwargs),
         )
         self._pending.append(request)
         self._arrived.set()
@@ -175,7 +184,7 @@ class HFRolloutServer:
     def _generate_batch(self, key: tuple, requests: list[_Request]) -> list[tuple[list[int], list[float]]]:
         from transformers import GenerationConfig
 
-        greedy, temperature, top_p, top_k = key
+        greedy, temperature, top_p, top_k, vision_kwargs = key
         width = max(len(r.prompt_ids) for r in requests)
         input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(requests), width), dtype=torch.long)
@@ -185,7 +194,9 @@ class HFRolloutServer:
         inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
         images = [image for request in requests for image in request.images]
         if images:
-            vision = self.processor.image_processor(images=images, return_tensors="pt")
+            vision = self.processor.image_processor(
+                images=images, return_tensors="pt", **json.loads(vision_kwargs)
+            )
             inputs["pixel_values"] = vision["pixel_values"]
             inputs["image_grid_thw"] = vision["image_grid_thw"]
         if self.image_token_id is not None:
