@@ -42,6 +42,7 @@ from inference.fileio import (
     BadImage,
     atomic_open,
     load_image,
+    read_jsonl,
     remove_stale_temps,
     save_png,
     write_json,
@@ -274,9 +275,7 @@ def build_eval_set(
 
 def _part_lines(parts: Path) -> Iterator[dict]:
     for part in sorted(parts.glob("shard-*.jsonl")):
-        with part.open(encoding="utf-8") as fh:
-            for line in fh:
-                yield json.loads(line)
+        yield from read_jsonl(part)
 
 
 def _assemble(out: Path, k: int | None, ground_truth: str | os.PathLike | None) -> Report:

@@ -15,13 +15,12 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from inference.fileio import write_text
+from inference.fileio import BadImage, load_rgb, read_jsonl, write_jsonl
 
 #: PSNR of identical images is infinite; it is reported as this many dB (JSON has no infinity).
 PSNR_CAP_DB = 100.0
@@ -129,13 +128,6 @@ def trace_decomposition_scores(
     return decomposition_scores(raw, ground_truth)
 
 
-def _open_with_info(path: str | os.PathLike) -> Image.Image:
-    """An image through the one loader, PNG text chunks kept in `.info` (scene_of needs them)."""
-    from inference.fileio import load_rgb
-
-    return load_rgb(path, check=False)
-
-
 def score_run_against_references(
     run_folder: str | os.PathLike,
     records_folder: str | os.PathLike,
@@ -181,13 +173,18 @@ def score_run_against_references(
         elif record is not None and not record.references:
             row["error"] = "no reference image"
         elif record is not None:
-            output = _open_with_info(trace["output_image"])
-            target = _open_with_info(record.references[0])
-            row.update(reference_metrics(record.load_image(), output, target, threshold, dilate))
-            if record.source == "synthetic":
-                row["exact"] = is_exact(output, target)
+            try:  # a missing or corrupt image is this row's error, not the run's
+                output = load_rgb(trace["output_image"], check=False)  # PNG text chunks kept in .info
+                target = load_rgb(record.references[0], check=False)
+                source = record.load_image()
+            except BadImage as err:
+                row["error"] = f"unreadable image: {err}"
+            else:
+                row.update(reference_metrics(source, output, target, threshold, dilate))
+                if record.source == "synthetic":
+                    row["exact"] = is_exact(output, target)
         rows.append(row)
-    write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(out_path, rows)
     return rows
 
 
@@ -224,12 +221,4 @@ def summarize_reference_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str
 
 
 def read_reference_rows(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    rows = []
-    for path in paths:
-        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
-    return rows
+    return [row for path in paths for row in read_jsonl(path)]

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.parsing import CRITERIA, RUBRIC
-from inference.fileio import write_text
+from inference.fileio import read_jsonl_lines, write_jsonl
 
 SCORE_FIELDS: tuple[str, ...] = (
     "id",
@@ -81,17 +80,7 @@ def read_scores(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
             files.append(p)
         else:
             raise FileNotFoundError(f"score file not found: {p}")
-    rows = []
-    for f in files:
-        for number, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{f}:{number}: not JSON ({exc.msg}): {line[:200]!r}") from None
-            rows.append(validate_score(obj, where=f"{f}:{number}"))
-    return rows
+    return [validate_score(obj, where=f"{f}:{number}") for f in files for number, obj in read_jsonl_lines(f)]
 
 
 def duplicate_keys(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], int]:
@@ -105,9 +94,7 @@ def duplicate_keys(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], i
 
 
 def write_scores(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Validate and write score rows as JSONL, atomically."""
-    lines = [
-        json.dumps(validate_score(r, where=f"row {i}"), ensure_ascii=False)
-        for i, r in enumerate(rows, start=1)
-    ]
-    return write_text(path, "".join(line + "\n" for line in lines))
+    """Validate and write score rows as JSONL, atomically (nothing is written when a row is invalid)."""
+    valid = [validate_score(r, where=f"row {i}") for i, r in enumerate(rows, start=1)]
+    write_jsonl(path, valid)
+    return Path(path)

@@ -208,3 +208,8 @@ def test_an_unreadable_edited_image_is_a_failure_row_not_a_crash(run, tmp_path):
     failed = [r for r in rows if r["error"]]
     assert len(failed) == 1 and "cannot load images: BadImage: corrupt_image" in failed[0]["error"]
     assert backend.asked == N_ITEMS - 1
+    # the reference metrics too: that row carries the error, every other row its metrics
+    refs = score_run_against_references(folder, run / "data", tmp_path / "ref.jsonl")
+    bad = [r for r in refs if r["error"]]
+    assert len(bad) == 1 and "unreadable image" in bad[0]["error"] and bad[0]["psnr"] is None
+    assert sum(r["exact"] is True for r in refs) == N_ITEMS - 1
