@@ -353,13 +353,15 @@ def build_rl_data(
     max_pixels: int | None = None,
 ) -> Report:
     """verl RL + SFT + EasyR1 parquet (train/val) from the records that carry a decomposition.
-    `max_pixels`: the recipe's image budget (data_prep/budget.py; None keeps the sizes); rows whose
-    image still exceeds it are counted as `over_image_budget` in the report."""
+    `max_pixels`: the recipe's image budget (data_prep/budget.py); images are resized to fit it. None
+    or 0 keeps the sizes, and rows whose image exceeds the paper recipe's budget are counted as
+    `over_image_budget` in the report."""
     from data_prep import budget
     from data_prep.writers import TrainingExample, png_bytes, write_training_sets
 
     remove_stale_temps(out_dir)
     report = Report()
+    budget_tokens = (max_pixels or budget.PAPER_MAX_PIXELS) // (budget.PATCH_SIZE * budget.MERGE_SIZE) ** 2
 
     def examples(split: str) -> Iterator[TrainingExample]:
         for record in tqdm(
@@ -380,10 +382,9 @@ def build_rl_data(
                 report.note(note)
             if max_pixels:
                 image = budget.fit_image(image, max_pixels)
-            if (
-                budget.image_tokens(image.height, image.width, max_pixels)
-                > (max_pixels or budget.PAPER_MAX_PIXELS) // (budget.PATCH_SIZE * budget.MERGE_SIZE) ** 2
-            ):
+            # the tokens the image takes as stored (not capped by the processor's bound), against the
+            # budget: only an image kept at its size (max_pixels 0/None) can exceed the paper's
+            if budget.image_tokens(image.height, image.width) > budget_tokens:
                 report.note("over_image_budget")
             report.kept += 1
             yield TrainingExample(

@@ -220,17 +220,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, keep_existing: bool = False) -> Iterator[Path]:
     """Yield an empty temp folder next to `path`; on success it replaces the folder `path` (a model a
-    builder saves piece by piece), on error it is removed."""
+    builder saves piece by piece), on error it is removed. `keep_existing`: a folder another process
+    finished at `path` meanwhile wins (a shared cache), ours is dropped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX))
     try:
         yield tmp
-        if path.exists():
+        if path.exists() and not keep_existing:
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (keep_existing and path.is_dir()):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -284,9 +289,11 @@ def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True, target
     pattern = f"**/{name}" if recursive else name
     n = 0
     for stale in folder.glob(pattern):
-        if stale.is_file():
+        if stale.is_dir():  # an atomic_dir a killed run left
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
             stale.unlink(missing_ok=True)
-            n += 1
+        n += 1
     return n
 
 

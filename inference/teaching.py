@@ -75,10 +75,11 @@ def cached_taught_vlm(
     """
     import hashlib
     import os
-    import shutil
     import tempfile
 
     import torch
+
+    from inference.fileio import atomic_dir
 
     digest = hashlib.sha256(f"{steps}/{lr}/{torch.__version__}".encode())
     for name in sorted(os.listdir(vlm_dir)):
@@ -95,16 +96,8 @@ def cached_taught_vlm(
     target = root / f"taught-vlm-{digest.hexdigest()[:16]}"
     if (target / "config.json").is_file():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
-    try:
+    with atomic_dir(target, keep_existing=True) as tmp:  # another process finished first: theirs wins
         teach_tiny_vlm(vlm_dir, examples, tmp, steps=steps, lr=lr)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first: use theirs
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

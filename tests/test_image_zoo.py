@@ -196,3 +196,25 @@ def test_remove_stale_temps_only_touches_temp_files(tmp_path):
     assert remove_stale_temps(tmp_path, recursive=False, target="other.jsonl") == 0
     assert remove_stale_temps(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["keep.tmp", "records.jsonl"]
+
+
+def test_atomic_dir_replaces_a_folder_whole_and_leaves_nothing_on_error(tmp_path):
+    from inference.fileio import atomic_dir, remove_stale_temps
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(target) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]  # replaced, not merged
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "c").write_text("half")
+        raise RuntimeError("builder failed")
+    assert sorted(p.name for p in target.iterdir()) == ["b"] and list(tmp_path.iterdir()) == [target]
+    with atomic_dir(target, keep_existing=True) as tmp:  # a shared cache: the folder already there wins
+        (tmp / "d").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    killed = tmp_path / ".model.x1y2.tmp"  # what a killed build leaves
+    killed.mkdir()
+    (killed / "part").write_text("x")
+    assert remove_stale_temps(tmp_path) == 1 and not killed.exists()
