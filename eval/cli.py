@@ -120,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", required=True, type=Path, help="PNG to write")
     curves.add_argument("--title")
     curves.add_argument("--smooth", type=int, default=1)
-    for command in (judge, ref, report, curves):
-        add_outcome_flags(command)
+    add_outcome_flags(judge)  # the one subcommand that can lose items
+    for command in (ref, report, curves):
+        add_outcome_flags(command, losses=False)
     return parser
 
 

@@ -3,7 +3,7 @@
     python -m eval.fault_bench [--seeds 3] [--out outputs/bench/faults.json]
 
 A real OpenAI-compatible server on 127.0.0.1 (`inference.faults.FaultyChatServer`) injects the
-issue's two fault mixes (mild: 10% 500s + 5% each of 429/slow/malformed/dropped; harsh: 30% 500s +
+two fault mixes (the judge meets both, the decomposition agent the mild one) (mild: 10% 500s + 5% each of 429/slow/malformed/dropped; harsh: 30% 500s +
 30% malformed 200s) and keeps per-item books. For each run: items judged (or decomposed), requests
 sent per item judged, good answers the client threw away (sent by the server, not kept), and
 requests for items the server had already answered, and requests beyond one good answer plus the
@@ -14,15 +14,14 @@ item's own failures, and no re-ask of an answered item.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from inference.faults import HARSH_RATES, MILD_RATES, FaultyChatServer, text_of
+from inference.fileio import write_json
 
 GOOD_JUDGEMENT = '{"fulfillment": 3, "quality": 2, "preservation": 3, "reasoning": "fine"}'
 _ITEM = re.compile(r"#(\d{3,})")
@@ -129,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {per:>8} {r['answers_wasted']:>6} {r['requests_after_answer']:>8}"
             f" {r['requests_beyond_own_failures']:>5}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, rows)
     return 0
 
 

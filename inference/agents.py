@@ -25,10 +25,6 @@ from inference.protocol import Decomposition, EditPlan, parse_decomposition, par
 log = logging.getLogger(__name__)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 @dataclass(frozen=True)
 class AgentResult:
     """What an agent produced for one item: the raw answer, its parse (None when unusable), the error."""

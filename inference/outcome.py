@@ -19,15 +19,17 @@ DEFAULT_MAX_LOSS = 0.5
 EXIT_OK, EXIT_LOSSY, EXIT_ERROR = 0, 1, 2
 
 
-def add_outcome_flags(parser: argparse.ArgumentParser) -> None:
-    """`--max-loss` and `--debug` on a (sub)command parser."""
+def add_outcome_flags(parser: argparse.ArgumentParser, losses: bool = True) -> None:
+    """`--debug` on a (sub)command parser, and `--max-loss` on one that can lose items (`losses`)."""
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    if not losses:
+        return
     parser.add_argument(
         "--max-loss",
         type=float,
         default=DEFAULT_MAX_LOSS,
-        help=f"exit 1 when more than this fraction of items is lost (default {DEFAULT_MAX_LOSS}); 1 never fails",
+        help=f"exit 1 when more than this fraction of items is lost (default {DEFAULT_MAX_LOSS}); 1 fails only when nothing is kept",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
 def top_reasons(reasons: Mapping[str, int], k: int = 3) -> str:

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 MODES: tuple[str, ...] = ("original", "single", "multi")
 #: Largest input accepted by default (pixels); bigger images are refused, not resized.
 MAX_IMAGE_PIXELS = fileio.DEFAULT_MAX_PIXELS
-#: The smallest side the models take (`inference.fileio.MIN_SIDE`, from the Qwen2.5-VL processor).
-MIN_IMAGE_SIDE = fileio.MIN_SIDE
 
 
 class InputError(ValueError):

@@ -39,8 +39,6 @@ from reward_fns.soft_matching import (
 MATCH_MODES: tuple[str, ...] = ("exact", "fuzzy", "semantic")
 #: Reward component of each ground-truth field.
 COMPONENT_OF_FIELD: dict[str, str] = {"actions": "action", "subjects": "subject", "goals": "goal"}
-#: Keys of every reward dict, in order.
-REWARD_KEYS: tuple[str, ...] = (SCORE_KEY, *REWARD_COMPONENTS)
 
 
 @dataclass(frozen=True)
