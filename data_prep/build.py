@@ -357,7 +357,8 @@ def build_rl_data(
     or 0 keeps the sizes, and rows whose image exceeds the paper recipe's budget are counted as
     `over_image_budget` in the report."""
     from data_prep import budget
-    from data_prep.writers import TrainingExample, png_bytes, write_training_sets
+    from data_prep.writers import TrainingExample, write_training_sets
+    from inference.fileio import png_bytes
 
     remove_stale_temps(out_dir)
     report = Report()

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from data_prep.writers import TrainingExample, png_bytes
+from data_prep.writers import TrainingExample
+from inference.fileio import png_bytes
 from inference.protocol import render_decomposition, render_plan
 from inference.synthetic_items import SOURCE, SyntheticItem, eval_record, generate_items
 

@@ -17,7 +17,6 @@ half-written file. Column layouts:
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from inference.fileio import temp_path_near
 from inference.prompts import IMAGE_PLACEHOLDER, decomposition_prompt
@@ -101,13 +99,6 @@ def verl_image_support_problem() -> str | None:
             "silently drop every image row (install verl[verl-core] or qwen-vl-utils)"
         )
     return None
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """Encode as PNG (lossless; small for the synthetic images)."""
-    buf = io.BytesIO()
-    (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def user_prompt_text(instruction: str) -> str:

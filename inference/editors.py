@@ -19,7 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from inference.http_client import RetryPolicy, api_key_from_env, decode_image, png_bytes, post
+from inference.fileio import png_bytes
+from inference.http_client import RetryPolicy, api_key_from_env, decode_image, post
 
 log = logging.getLogger(__name__)
 

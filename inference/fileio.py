@@ -265,6 +265,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode as 8-bit RGB PNG (lossless): what the parquet rows and the hosted editors get."""
+    buf = io.BytesIO()
+    (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG with `image.info`'s string entries as text chunks, atomically."""
     path = Path(path)

@@ -8,7 +8,6 @@ never logged or put in error messages.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import os
 import random
@@ -18,6 +17,8 @@ from typing import Any
 
 import httpx
 from PIL import Image
+
+from inference.fileio import BadImage, load_image, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -104,22 +105,16 @@ def post(
     raise HTTPRequestError(f"POST {url} failed after {policy.max_retries + 1} attempts: {last}")
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def data_url(image: Image.Image) -> str:
     """An image as a base64 PNG data URL (what OpenAI-compatible chat endpoints accept)."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def decode_image(b64: str) -> Image.Image:
-    """A base64 image from a response, decoded and loaded (so errors surface here, naming the problem)."""
+    """A base64 image from a response, through the one image loader (RGB, alpha on white, EXIF
+    orientation applied), so an editor's output means the same pixels as a file; errors name the problem."""
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(b64)))
-        image.load()
-    except Exception as exc:  # noqa: BLE001 - any decoder error means the same thing here
+        image, _ = load_image(base64.b64decode(b64), check=False)
+    except (BadImage, ValueError) as exc:  # ValueError: not base64
         raise HTTPRequestError(f"response image cannot be decoded: {type(exc).__name__}: {exc}") from None
     return image

@@ -165,3 +165,25 @@ def test_tool_editor_refuses_images_without_a_scene_and_unknown_text():
     item = next(generate_items(1, seed=0))
     with pytest.raises(ValueError, match="cannot execute edit instruction"):
         editor.edit(item.image, "paint a moustache on it")
+
+
+def test_a_hosted_editors_image_is_decoded_by_the_one_loader():
+    """An RGBA answer means the same pixels as that PNG on disk: transparent on white, RGB."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from inference.fileio import load_rgb
+    from inference.http_client import HTTPRequestError, decode_image
+
+    rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    decoded = decode_image(base64.b64encode(buf.getvalue()).decode())
+    assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == load_rgb(
+        buf.getvalue(), check=False
+    ).getpixel((0, 0))
+    assert decoded.getpixel((0, 0)) == (255, 255, 255)
+    with pytest.raises(HTTPRequestError, match="cannot be decoded"):
+        decode_image(base64.b64encode(b"not an image").decode())
