@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", required=True, type=Path, help="PNG to write")
     curves.add_argument("--title")
     curves.add_argument("--smooth", type=int, default=1)
+    curves.add_argument(
+        "--health",
+        action="store_true",
+        help="draw the learning-health signals (zero-variance groups, entropy, KL, rollout vs actor, length)",
+    )
     add_outcome_flags(judge)  # the one subcommand that can lose items
     for command in (ref, report, curves):
         add_outcome_flags(command, losses=False)
@@ -213,9 +218,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(path)
     elif args.command == "curves":
-        from eval.curves import plot_reward_curves
+        from eval.curves import plot_health_curves, plot_reward_curves
 
-        print(plot_reward_curves(args.metrics, args.out, title=args.title, smooth=args.smooth))
+        plot = plot_health_curves if args.health else plot_reward_curves
+        print(plot(args.metrics, args.out, title=args.title, smooth=args.smooth))
     return 0
 
 

@@ -151,3 +151,81 @@ def plot_reward_curves(
         return save_figure_atomic(fig, out_png)
     finally:
         plt.close(fig)
+
+
+#: The learning-health signals of a GRPO run, by panel title: the metric names verl (and our replay
+#: buffer) log, first one present wins. What a user watches on a 7B run as well as on the CPU demo.
+HEALTH_SIGNALS: dict[str, tuple[str, ...]] = {
+    # groups whose n rollouts all scored the same: zero advantage, no learning signal
+    "zero-variance groups (fraction)": ("train/grpo/zero_variance_group_fraction",),
+    # policy entropy over response tokens (actor/entropy: verl's old-log-prob pass; actor/entropy_loss:
+    # the update's, when bypass mode skips that pass)
+    "policy entropy": ("actor/entropy", "actor/entropy_loss"),
+    "KL to the reference": ("actor/kl_loss",),
+    # rollout vs actor: verl's check of the rollout's log-probs against the actor's (non-bypass mode),
+    # else the PPO KL of the one update per batch, whose old policy is the rollout's in bypass mode
+    "rollout vs actor log-prob": ("training/rollout_probs_diff_mean", "actor/ppo_kl"),
+    "response length (tokens)": ("response_length/mean",),
+}
+
+
+def health_series(metrics: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, list[int], list[float]]]:
+    """{panel title: (metric name, steps, values)} for each HEALTH_SIGNALS panel that was logged."""
+    out = {}
+    for title, names in HEALTH_SIGNALS.items():
+        for name in names:
+            steps, values = _series(metrics, name)
+            if steps:
+                out[title] = (name, steps, values)
+                break
+    return out
+
+
+def plot_health_curves(
+    metrics: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    out_png: str | os.PathLike,
+    title: str | None = None,
+    smooth: int = 1,
+) -> Path:
+    """One panel per learning-health signal (HEALTH_SIGNALS) plus the reward components, against the
+    training step. Raises ValueError when none was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if isinstance(metrics, (str, os.PathLike)):
+        metrics = load_metrics(metrics)
+    panels = health_series(metrics)
+    rewards = reward_series(metrics)
+    if not panels and not rewards:
+        wanted = [n for names in HEALTH_SIGNALS.values() for n in names]
+        raise ValueError(f"no learning-health metrics to plot: expected some of {wanted} in the log")
+    count = len(panels) + bool(rewards)
+    cols = 3
+    rows = (count + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    try:
+        flat = [ax for row in axes for ax in row]
+        for ax, (panel, (name, steps, values)) in zip(flat, panels.items(), strict=False):
+            ax.plot(steps, _moving_average(values, smooth), linewidth=1.4)
+            ax.set_title(f"{panel}\n{name}", fontsize=8)
+        if rewards:
+            ax = flat[len(panels)]
+            for label, (steps, values) in rewards.items():
+                ax.plot(
+                    steps, _moving_average(values, smooth), "--" if label == SCORE_KEY else "-", label=label
+                )
+            ax.set_title("reward components\ntrain/reward/*", fontsize=8)
+            ax.legend(fontsize=6, loc="lower right")
+        for ax in flat[:count]:
+            ax.set_xlabel("training step", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        for ax in flat[count:]:
+            ax.axis("off")
+        fig.suptitle(title or "Learning health", fontsize=10)
+        fig.tight_layout()
+        return save_figure_atomic(fig, out_png)
+    finally:
+        plt.close(fig)

@@ -1,4 +1,5 @@
-"""Per-component reward curves during verl 0.9.1 training (paper Figure 3).
+"""Per-component reward curves during verl 0.9.1 training (paper Figure 3), and the fraction of GRPO
+groups with no learning signal.
 
 verl 0.9.1 logs the reward dict's extra keys (format, action, ...) only at validation. Every training
 step, though, the v1 trainer asks its replay buffer for the step's batch and merges the metrics dict
@@ -38,6 +39,9 @@ from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric  # 
 LOGGED_KEYS: tuple[str, ...] = (SCORE_KEY, *REWARD_COMPONENTS)
 #: Partition of the TransferQueue that holds training (not validation) trajectories.
 TRAIN_PARTITION = "train"
+#: Fraction of the step's GRPO groups (one prompt's n rollouts) whose scores are all equal: their
+#: advantages are all 0, so they teach nothing. The first thing to read when a run does not learn.
+ZERO_VARIANCE_METRIC = "train/grpo/zero_variance_group_fraction"
 
 
 def reward_component_means(
@@ -51,15 +55,35 @@ def reward_component_means(
     sums = dict.fromkeys(keys, 0.0)
     counts = dict.fromkeys(keys, 0)
     for value in extra_fields:
-        fields = getattr(value, "data", value)
-        info = fields.get("reward_extra_info") if isinstance(fields, Mapping) else None
-        if not isinstance(info, Mapping):
+        info = _reward_info(value)
+        if info is None:
             continue
         for key in keys:
             if key in info and info[key] is not None:
                 sums[key] += float(info[key])
                 counts[key] += 1
     return {train_metric(k): sums[k] / counts[k] for k in keys if counts[k]}
+
+
+def _reward_info(value: Any) -> Mapping[str, Any] | None:
+    fields = getattr(value, "data", value)
+    info = fields.get("reward_extra_info") if isinstance(fields, Mapping) else None
+    return info if isinstance(info, Mapping) else None
+
+
+def zero_variance_group_fraction(keys: Iterable[str], extra_fields: Iterable[Any]) -> dict[str, float]:
+    """`ZERO_VARIANCE_METRIC` over trajectories keyed `{uid}_{session}_{index}` (verl's replay buffer
+    keys; the uid names the prompt, so one uid is one GRPO group); empty when no score is present."""
+    scores: dict[str, list[float]] = {}
+    for key, value in zip(keys, extra_fields, strict=True):
+        info = _reward_info(value)
+        if info is not None and info.get(SCORE_KEY) is not None:
+            scores.setdefault(str(key).split("_")[0], []).append(float(info[SCORE_KEY]))
+    groups = [g for g in scores.values() if len(g) > 1]
+    if not groups:
+        return {}
+    flat = sum(1 for g in groups if max(g) - min(g) <= 1e-9)
+    return {ZERO_VARIANCE_METRIC: flat / len(groups)}
 
 
 class RewardComponentMetrics:
@@ -80,7 +104,12 @@ class RewardComponentMetrics:
         batch, metrics = super().sample(global_steps, partition_id, batch_size)
         if partition_id == TRAIN_PARTITION and batch.keys:
             data = tq.kv_batch_get(keys=batch.keys, partition_id=partition_id, select_fields=["extra_fields"])
-            metrics = {**metrics, **reward_component_means(list(data["extra_fields"]))}
+            extra = list(data["extra_fields"])
+            metrics = {
+                **metrics,
+                **reward_component_means(extra),
+                **zero_variance_group_fraction(batch.keys, extra),
+            }
         return batch, metrics
 
 

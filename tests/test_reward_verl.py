@@ -19,6 +19,7 @@ from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric
 REPO = Path(__file__).resolve().parents[1]
 REWARD_PATH = str(REPO / "reward_fns" / "imageedit_r1.py")
 SAMPLER_PATH = str(REPO / "reward_fns" / "replay_buffer.py")
+ZERO_VARIANCE_METRIC = "train/grpo/zero_variance_group_fraction"
 KEYS = [SCORE_KEY, *REWARD_COMPONENTS]
 GT = json.dumps({"actions": ["recolor"], "subjects": ["coat", "hair"], "goals": ["scarlet red"]})
 RESPONSES = [
@@ -125,6 +126,17 @@ def test_batch_through_verl_reward_loop_worker_and_naive_manager(tokenizer_dir):
     assert rm_scores.sum(dim=1).tolist() == pytest.approx([e[SCORE_KEY] for e in expected])
 
 
+def test_zero_variance_group_fraction_groups_by_prompt_uid():
+    from reward_fns.replay_buffer import zero_variance_group_fraction
+
+    keys = ["a_0_0", "a_1_0", "b_0_0", "b_1_0", "c_0_0", "d_0_0", "d_1_0"]
+    scores = [0.5, 0.5, 1.0, 0.0, 0.3, None, 0.2]
+    infos = [{"reward_extra_info": {} if s is None else {"score": s}} for s in scores]
+    # a: flat; b: varies; c: one rollout (no group); d: one scored rollout (no group)
+    assert zero_variance_group_fraction(keys, infos) == {ZERO_VARIANCE_METRIC: 0.5}
+    assert zero_variance_group_fraction([], []) == {}
+
+
 def test_reward_component_means_skip_missing_values():
     from reward_fns.replay_buffer import reward_component_means
 
@@ -201,3 +213,5 @@ def test_replay_buffer_reports_reward_component_means_as_training_metrics(
     assert metrics[train_metric("action")] == pytest.approx(0.5)
     assert metrics[train_metric("goal")] == pytest.approx(0.25)
     assert set(metrics) >= {train_metric(k) for k in KEYS}
+    # group 0 scores 1 and 0 (signal), group 1 scores 0.5 twice (no signal)
+    assert metrics[ZERO_VARIANCE_METRIC] == pytest.approx(0.5)
