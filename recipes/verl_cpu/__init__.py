@@ -31,12 +31,19 @@ PLUGIN_MODULE = "recipes.verl_cpu.plugin"
 def launch_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment verl needs in every process to run on this CPU (driver and Ray workers); the
     thread counts of `environ` win where set."""
+    import psutil
+
     environ = os.environ if environ is None else environ
     threads = str(os.cpu_count() or 1)
+    physical = str(psutil.cpu_count(logical=False) or 1)
     return {
         "VERL_USE_EXTERNAL_MODULES": PLUGIN_MODULE,
         "VERL_PLATFORM": PLATFORM_NAME,
         # Ray starts workers with OMP_NUM_THREADS=1; torch on CPU wants every core.
         "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS") or threads,
         "MKL_NUM_THREADS": environ.get("MKL_NUM_THREADS") or threads,
+        # TransferQueue's default of 8 torch threads warns on every put/get of a machine with fewer
+        # physical cores ("target_num_threads 8 should not exceed total physical CPU cores 2",
+        # transfer_queue/utils/common.py:102-106): hundreds of lines a run. Ask for what it would use.
+        "TQ_NUM_THREADS": environ.get("TQ_NUM_THREADS") or physical,
     }

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from verl.workers.rollout import base as _rollout_base
@@ -26,6 +27,25 @@ def _load_replica():
     return HFReplica
 
 
+#: transformers warns on every `apply_chat_template` call of verl's SFT dataset
+#: (`verl/utils/dataset/multiturn_sft_dataset.py:214`, it passes `tools=`), once per row: thousands of
+#: identical lines that bury the progress log. Dropped in the processes this plugin runs in.
+NOISY_TRANSFORMERS_WARNING = "Kwargs passed to `processor.__call__` have to be in `processor_kwargs` dict"
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_known_noise() -> None:
+    logging.getLogger("transformers.processing_utils").addFilter(_DropMessage(NOISY_TRANSFORMERS_WARNING))
+
+
 def register() -> None:
     _rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{ROLLOUT_MODULE}.HFServerAdapter"
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
@@ -33,6 +53,7 @@ def register() -> None:
         patches.patch_process_group_backend()
         patches.patch_reference_offload()
         patches.register_fsdp_engine_for_cpu()
+        quiet_known_noise()
 
 
 register()
