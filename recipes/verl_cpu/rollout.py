@@ -36,6 +36,10 @@ from recipes.verl_cpu import ROLLOUT_NAME
 
 #: How long a batch waits for more requests of the same burst before it starts (seconds).
 BATCH_WINDOW_S = float(os.environ.get("VERL_CPU_ROLLOUT_BATCH_WINDOW_S", "0.02"))
+#: A JSONL file: when set, every weight update appends the last sampled batch's response log-probs
+#: under the weights before and after the update (what one GRPO step did to the policy the rollout
+#: samples from; tests/test_verl_cpu_train.py checks its direction). Costs two forwards per step.
+PROBE_ENV = "VERL_CPU_ROLLOUT_PROBE"
 
 
 @dataclass
@@ -86,6 +90,9 @@ class HFRolloutServer:
         self._batcher: asyncio.Task | None = None
         self.global_steps: int | None = None
         self.batches = 0
+        self.probe_path = os.environ.get(PROBE_ENV) or None
+        #: the sampled batches since the last weight update (inputs, responses, response lengths)
+        self._sampled: list[tuple[dict[str, torch.Tensor], torch.Tensor, list[int]]] = []
 
     # ------------------------------------------------------------------ weights
     def _weight_names(self) -> dict[str, str]:
@@ -103,10 +110,53 @@ class HFRolloutServer:
         unknown = [n for n, _ in named_tensors if n not in self._names]
         if unknown:
             raise KeyError(f"weights the rollout model does not have: {unknown[:5]} (of {len(unknown)})")
+        before = [self._score(*batch) for batch in self._sampled] if self.probe_path else None
         with torch.no_grad():
             for name, tensor in named_tensors:
                 state[self._names[name]].copy_(tensor.to(state[self._names[name]].dtype))
+        if before:
+            after = [self._score(*batch) for batch in self._sampled]
+            self._write_probe(before, after)
+        self._sampled = []
         return len(named_tensors)
+
+    # ------------------------------------------------------------------ probe
+    @torch.no_grad()
+    def _score(
+        self, inputs: dict[str, torch.Tensor], responses: torch.Tensor, lengths: list[int]
+    ) -> list[float]:
+        """Summed log-probs of a sampled batch's responses under the current weights."""
+        width = inputs["input_ids"].shape[1]
+        full = {**inputs, "input_ids": torch.cat([inputs["input_ids"], responses], dim=1)}
+        response_mask = torch.zeros_like(responses)
+        for row, n in enumerate(lengths):
+            response_mask[row, :n] = 1
+        full["attention_mask"] = torch.cat([inputs["attention_mask"], response_mask], dim=1)
+        if "mm_token_type_ids" in inputs:
+            full["mm_token_type_ids"] = torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros_like(responses)], dim=1
+            )
+        logits = self.model(**full).logits[:, width - 1 : -1].float()
+        if self.suppressed:
+            logits[..., self.suppressed] = float("-inf")
+        taken = torch.log_softmax(logits, dim=-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+        return [float(taken[row, :n].sum()) for row, n in enumerate(lengths)]
+
+    def _write_probe(self, before: list[list[float]], after: list[list[float]]) -> None:
+        tokenizer = self.processor.tokenizer
+        rows = [
+            {
+                "global_steps": self.global_steps,
+                "prompt": tokenizer.decode(inputs["input_ids"][row][inputs["attention_mask"][row] == 1]),
+                "response": tokenizer.decode(responses[row, :n], skip_special_tokens=True),
+                "logp_before": b,
+                "logp_after": a,
+            }
+            for (inputs, responses, lengths), bs, afs in zip(self._sampled, before, after, strict=True)
+            for row, (n, b, a) in enumerate(zip(lengths, bs, afs, strict=True))
+        ]
+        with open(self.probe_path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
 
     async def set_global_steps(self, global_steps: int) -> None:
         self.global_steps = global_steps
@@ -231,6 +281,8 @@ class HFRolloutServer:
                     break
             end = min(end, request.max_tokens)
             results.append((ids[:end], taken[row, :end].tolist()))
+        if self.probe_path and not greedy:
+            self._sampled.append((inputs, responses, [len(ids) for ids, _ in results]))
         return results
 
     # ------------------------------------------------------------------ what verl calls on a server
