@@ -19,8 +19,8 @@ from pathlib import Path
 
 from data_prep.writers import TrainingExample
 from inference.fileio import png_bytes
-from inference.protocol import render_decomposition, render_plan
-from inference.synthetic_items import SOURCE, SyntheticItem, eval_record, generate_items
+from inference.protocol import Decomposition, render_decomposition, render_plan
+from inference.synthetic_items import SOURCE, SyntheticItem, decomposition_of, eval_record, generate_items
 
 #: Sub-folder of a written dataset holding the held-out items as a records folder.
 EVAL_DIR = "eval"
@@ -50,8 +50,23 @@ def corpus(items: Iterable[SyntheticItem], with_prompts: bool = True) -> list[st
 # Writing a dataset folder (CLI)
 
 
-def training_example(item: SyntheticItem) -> TrainingExample:
-    """The writers' row source for one item (image encoded as PNG)."""
+def teacher_answer(item: SyntheticItem, drop_rate: float) -> Decomposition:
+    """A simulated annotator that stops early, as weak annotators and untrained models do on compound
+    requests: for a request of two or more edits it annotates, with probability `drop_rate` (drawn per
+    item from its id, so reproducible), only the edits before the last one. Everything it does write is
+    correct; single-edit requests are always annotated exactly."""
+    import random
+
+    edits = list(item.edits)
+    if len(edits) >= 2 and random.Random(f"teacher/{item.id}").random() < drop_rate:
+        return decomposition_of(edits[:-1])
+    return item.decomposition
+
+
+def training_example(item: SyntheticItem, teacher_drop: float = 0.0) -> TrainingExample:
+    """The writers' row source for one item (image encoded as PNG). With `teacher_drop` > 0 the SFT
+    row teaches `teacher_answer(item, teacher_drop)`; the RL rows keep the exact ground truth."""
+    answer = teacher_answer(item, teacher_drop) if teacher_drop > 0 else None
     return TrainingExample(
         id=item.id,
         source=SOURCE,
@@ -59,6 +74,7 @@ def training_example(item: SyntheticItem) -> TrainingExample:
         image_png=png_bytes(item.image),
         decomposition=item.decomposition,
         plan=item.plan,
+        sft_answer=answer if answer is not None and answer != item.decomposition else None,
     )
 
 
@@ -71,10 +87,12 @@ def write_dataset(
     max_edits: int = 4,
     image_size: int = 64,
     progress: bool = True,
+    teacher_drop: float = 0.0,
 ) -> dict:
     """Write the synthetic set: RL/SFT/EasyR1 parquet for train and val, the val items as an eval
     records folder `eval/` (`records.jsonl` + `images/`, inputs and exact targets), `corpus.txt`
-    and `manifest.json`. Streamed and atomic."""
+    and `manifest.json`. Streamed and atomic. `teacher_drop` > 0: the training SFT rows teach
+    `teacher_answer` (an annotator that stops early) instead of the exact answer."""
     from tqdm import tqdm
 
     from data_prep.writers import write_training_sets
@@ -87,7 +105,7 @@ def write_dataset(
     bar = lambda it, n, desc: tqdm(it, total=n, desc=desc, disable=not progress, mininterval=1)  # noqa: E731
     counts = {}
     train_items = bar(generate_items(train, **kw), train, "synthetic train")
-    counts |= write_training_sets(out, (training_example(i) for i in train_items), "train")
+    counts |= write_training_sets(out, (training_example(i, teacher_drop) for i in train_items), "train")
     val_items = bar(generate_items(val, start=train, **kw), val, "synthetic val")
     counts |= write_training_sets(out, (training_example(i) for i in val_items), "val")
     eval_items = bar(generate_items(val, start=train, **kw), val, "synthetic eval")
@@ -97,7 +115,14 @@ def write_dataset(
     with atomic_open(out / "corpus.txt") as fh:
         for line in iter_corpus(generate_items(train, **kw)):
             fh.write(line + "\n")
-    manifest = {"source": SOURCE, "train": train, "val": val, **kw, "files": counts}
+    manifest = {
+        "source": SOURCE,
+        "train": train,
+        "val": val,
+        **kw,
+        "teacher_drop": teacher_drop,
+        "files": counts,
+    }
     write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -115,6 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-edits", type=int, default=1)
     parser.add_argument("--max-edits", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--teacher-drop",
+        type=float,
+        default=0.0,
+        help="training SFT rows from an annotator that omits the last edit of this share of compound requests",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from data_prep.writers import verl_image_support_problem
@@ -130,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         max_edits=args.max_edits,
         image_size=args.image_size,
         progress=not args.no_progress,
+        teacher_drop=args.teacher_drop,
     )
     print(json.dumps(manifest["files"], indent=2))
 

@@ -86,6 +86,9 @@ class TrainingExample:
     image_png: bytes
     decomposition: Decomposition
     plan: EditPlan | None = None
+    #: The answer the SFT row teaches, when it is not the ground truth (a teacher's annotation); the RL
+    #: and EasyR1 rows always carry the ground truth for the reward.
+    sft_answer: Decomposition | None = None
 
 
 def verl_image_support_problem() -> str | None:
@@ -132,7 +135,10 @@ def verl_sft_row(example: TrainingExample) -> dict[str, Any]:
     return {
         "messages": [
             {"role": "user", "content": user_prompt_text(example.instruction)},
-            {"role": "assistant", "content": render_decomposition(example.decomposition)},
+            {
+                "role": "assistant",
+                "content": render_decomposition(example.sft_answer or example.decomposition),
+            },
         ],
         "images": _image_list(example),
         "id": example.id,

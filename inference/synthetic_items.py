@@ -276,6 +276,18 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def decomposition_of(edits: Iterable[Edit]) -> Decomposition:
+    """The decomposition of these edits, in request order (the exact answer when they are all of them)."""
+    edits = list(edits)
+    n = len(edits)
+    return Decomposition(
+        actions=_unique(e.action for e in edits),
+        subjects=_unique(e.subject for e in edits),
+        goals=_unique(e.goal for e in edits),
+        think=f"{n} edit{'s' if n > 1 else ''}",
+    )
+
+
 def make_item(
     seed: int, index: int, min_edits: int = 1, max_edits: int = 4, image_size: int = 64
 ) -> SyntheticItem:
@@ -284,13 +296,7 @@ def make_item(
     scene = random_scene(rng)
     edits = _sample_edits(rng, scene, rng.randint(min_edits, max_edits))
     request = _join(rng, [_phrase(rng, e, scene) for e in edits])
-    n = len(edits)
-    decomposition = Decomposition(
-        actions=_unique(e.action for e in edits),
-        subjects=_unique(e.subject for e in edits),
-        goals=_unique(e.goal for e in edits),
-        think=f"{n} edit{'s' if n > 1 else ''}",
-    )
+    decomposition = decomposition_of(edits)
     ordered = sorted(edits, key=lambda e: ACTIONS.index(e.action))
     plan = EditPlan(sub_requests=tuple(e.sub_request for e in ordered))
     target = scene

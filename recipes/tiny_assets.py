@@ -30,6 +30,7 @@ def ensure_data(cfg: DictConfig, progress: bool = True) -> Path:
         "val": int(spec.val),
         "seed": int(spec.seed),
         "max_edits": int(spec.get("max_edits", 4)),
+        "teacher_drop": float(spec.get("teacher_drop", 0.0)),
     }
     manifest = out / "manifest.json"
     if manifest.is_file():
