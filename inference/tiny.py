@@ -42,14 +42,6 @@ QWEN_PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
     r"|\s+(?!\S)|\s+"
 )
-#: The "words" pre-tokenizer: a word is its own pre-token and never carries the space before it, so
-#: `red` in a request ("make the red square ...") is the same token as `red` inside an answer's JSON
-#: list (`["red square"]`); runs of spaces and punctuation (`", "`) are pre-tokens of their own. With
-#: Qwen's regex the two differ (` red` vs `red`), and a tiny model must learn the map word by word
-#: before it can copy entities from the request.
-WORDS_PRETOKENIZE_REGEX = r"\p{L}+|\p{N}|[^\p{L}\p{N}]+"
-#: Tokenizer styles of the tiny VLM: Qwen's own pre-tokenizer, or the words one above.
-TOKENIZER_STYLES = ("qwen", "words")
 # The Qwen2-VL / Qwen2.5-VL chat template (as shipped with the Instruct checkpoints).
 QWEN2_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
@@ -83,11 +75,6 @@ class TinyVLMSize:
     vision_depth: int = 2
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
-    #: Qwen2.5-VL's 1e6 suits 128-dim heads over long contexts; a 32-dim tiny head over ~250 tokens
-    #: keeps more usable position frequencies with 1e4.
-    rope_theta: float = 1e6
-    #: One of TOKENIZER_STYLES.
-    tokenizer: str = "qwen"
 
 
 def default_corpus() -> list[str]:
@@ -114,10 +101,8 @@ def _split_at_tags(text: str) -> list[str]:
     return [p for p in re.split(pattern, text) if p]
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2000, style: str = "qwen"):
-    """A byte-level BPE Qwen2 tokenizer trained on `corpus` (deterministic), with the real chat template.
-
-    `style` (TOKENIZER_STYLES) picks the pre-tokenizer: Qwen's regex, or WORDS_PRETOKENIZE_REGEX."""
+def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2000):
+    """A byte-level BPE Qwen2 tokenizer trained on `corpus` (deterministic), with the real chat template."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -130,9 +115,6 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2000,
     )
     from transformers import Qwen2TokenizerFast
 
-    if style not in TOKENIZER_STYLES:
-        raise ValueError(f"unknown tokenizer style {style!r}; choose one of {TOKENIZER_STYLES}")
-    regex = QWEN_PRETOKENIZE_REGEX if style == "qwen" else WORDS_PRETOKENIZE_REGEX
     lines = list(corpus) if corpus is not None else []
     lines += default_corpus()
     pieces = [p for line in lines for p in _split_at_tags(line)]
@@ -140,7 +122,7 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2000,
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -214,7 +196,7 @@ def build_tiny_vlm(
         raise ValueError(f"unknown tiny VLM arch {arch!r}; choose one of {VLM_ARCHS}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(corpus, style=size.tokenizer)
+    tokenizer = build_tokenizer(corpus)
     processor = build_processor(tokenizer, size, arch)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     head_dim = size.text_hidden // size.text_heads
@@ -229,7 +211,7 @@ def build_tiny_vlm(
         num_key_value_heads=size.text_kv_heads,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": size.rope_theta},
+        rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 1e6},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],

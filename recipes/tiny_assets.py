@@ -61,8 +61,6 @@ def ensure_model(cfg: DictConfig) -> Path:
         "text_layers": int(spec.text_layers),
         "vision_hidden": int(spec.vision_hidden),
         "image_pixels": int(spec.image_pixels),
-        "rope_theta": float(spec.get("rope_theta", 1e6)),
-        "tokenizer": str(spec.get("tokenizer", "qwen")),
         "seed": int(cfg.assets.get("seed", 0)),
         "corpus_sha256": hashlib.sha256(corpus_text.encode()).hexdigest() if corpus_text else None,
     }
@@ -77,8 +75,6 @@ def ensure_model(cfg: DictConfig) -> Path:
         vision_hidden=want["vision_hidden"],
         min_pixels=want["image_pixels"],
         max_pixels=want["image_pixels"],
-        rope_theta=want["rope_theta"],
-        tokenizer=want["tokenizer"],
     )
     corpus = corpus_text.splitlines() if corpus_text else None
     with atomic_dir(out) as tmp:
