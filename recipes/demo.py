@@ -1,9 +1,11 @@
 """`make demo`: the whole ImageEdit-R1 loop on a CPU, on built-in defaults, on verl's own trainers.
 
 synthetic data + tiny Qwen2.5-VL (recipes.tiny_assets) -> SFT cold start (verl's sft_trainer, recipe
-sft_tiny) -> GRPO (verl's main_ppo, recipe imageedit_r1_tiny) -> each exported with verl's
+sft_tiny) -> GRPO (verl's main_ppo, recipe imageedit_r1_tiny) and the equal-compute SFT control (verl's
+sft_trainer again, from the cold start, for GRPO's training time) -> each exported with verl's
 model_merger (`make export`) -> three-agent pipeline (trained decomposer, template sequencer, exact
-tool editor) in single- and multi-turn modes -> reference evaluation -> `outputs/demo/report.md`.
+tool editor) on the held-out items -> reference evaluation -> `outputs/demo/report.md` and
+`report.json` (recipes/demo_report.py): the paper's Table 1 in miniature, with intervals.
 
 Both trainings go through `python -m recipes.launch train`, exactly what `make train` runs. Every
 stage reuses what an earlier run finished (an exported model folder, a pipeline trace); a GRPO run
@@ -39,7 +41,6 @@ QUICK_BATCH = [
     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
 ]
 QUICK_GRPO = [*QUICK_BATCH, "trainer.test_freq=2", "data.val_max_samples=4"]
-MODES = ("single", "multi")
 
 
 def asset_overrides(out: Path, quick: bool) -> list[str]:
@@ -86,11 +87,22 @@ def train_sft(out: Path, quick: bool) -> Path:
     ]
     start = time.perf_counter()
     launch("sft_tiny", overrides, {"VERL_FILE_LOGGER_PATH": str(out / "run" / "sft_metrics.jsonl")})
-    # the control below gets as many SFT steps as GRPO's wall time buys (start-up counted: conservative)
+    # what the cold start saw (the report says it), and its pace: the control below gets as many SFT
+    # steps as GRPO's training time buys (start-up counted: conservative)
     from inference.fileio import write_json
+    from recipes.launch import compose
 
+    cfg = compose("sft_tiny", overrides)
     (out / "run").mkdir(parents=True, exist_ok=True)
-    write_json(out / "run" / "sft.json", {"steps": steps, "seconds": time.perf_counter() - start})
+    write_json(
+        out / "run" / "sft.json",
+        {
+            "steps": steps,
+            "seconds": time.perf_counter() - start,
+            "batch": int(cfg.data.train_batch_size),
+            "lr": float(cfg.optim.lr),
+        },
+    )
     return export(checkpoints, model)
 
 
@@ -107,7 +119,7 @@ def train_sft_control(out: Path, init: Path, grpo_seconds: float, quick: bool) -
     sft = json.loads(timing.read_text())
     steps = max(1, round(grpo_seconds / (sft["seconds"] / sft["steps"])))
     checkpoints = out / "checkpoints" / "sft_control"
-    print(f"[demo] SFT control: {steps} more SFT steps, GRPO's {grpo_seconds:.0f} s of training")
+    print(f"[demo] SFT control: {steps} more SFT steps for GRPO's {grpo_seconds:.0f} s of training steps")
     overrides = [
         *asset_overrides(out, quick),
         f"model.path={init}",
@@ -120,6 +132,9 @@ def train_sft_control(out: Path, init: Path, grpo_seconds: float, quick: bool) -
         *(QUICK_SFT if quick else []),
     ]
     launch("sft_tiny", overrides, {"VERL_FILE_LOGGER_PATH": str(out / "run" / "sft_control_metrics.jsonl")})
+    from inference.fileio import write_json
+
+    write_json(out / "run" / "sft_control.json", {"steps": steps, "grpo_train_seconds": grpo_seconds})
     return export(checkpoints, model)
 
 
@@ -183,9 +198,10 @@ def run_pipeline(
     model: str | None,
     modes: tuple[str, ...],
     limit: int | None,
-    attempts: int = 3,
+    attempts: int = 1,
 ) -> dict[str, Path]:
-    """Run the three-agent pipeline over the held-out records; returns {mode: run folder}."""
+    """Run the three-agent pipeline over the held-out records; returns {mode: run folder}. One greedy
+    answer per item (`attempts` 1): the held-out reward is that answer's, as in verl's validation."""
     from inference.cli import main as pipeline_main
 
     argv = [
@@ -222,17 +238,20 @@ def run_pipeline(
     return {mode: out / label / mode for mode in modes}
 
 
-def evaluate(runs: dict[str, dict[str, Path]], records: Path, out: Path) -> list[dict[str, Any]]:
-    """Decomposition F1 and exact edit correctness of every run against the synthetic ground truth."""
-    from eval.reference import score_run_against_references, summarize_reference_rows
+def evaluate(runs: dict[str, dict[str, Path]], records: Path, out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per-item decomposition reward and exact edit correctness of every run against the synthetic
+    ground truth; {"label / mode": rows} (eval.reference rows, also written under `out`)."""
+    from eval.reference import score_run_against_references
 
-    rows = []
+    rows = {}
     for label, by_mode in runs.items():
         for mode, folder in by_mode.items():
-            rows += score_run_against_references(
-                folder, records, out / f"{label}_{mode}.jsonl", method=f"{label} / {mode}", editor="tool"
+            method = f"{label} / {mode}"
+            safe = label.replace(" ", "_")
+            rows[method] = score_run_against_references(
+                folder, records, out / f"{safe}_{mode}.jsonl", method=method, editor="tool"
             )
-    return summarize_reference_rows(rows)
+    return rows
 
 
 def before_after_strip(
@@ -280,22 +299,13 @@ def before_after_strip(
     return out_png, [records_by_id[i].instruction for i in ids]
 
 
-def _fmt(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def _delta(before: float | None, after: float | None) -> str:
-    if before is None or after is None:
-        return "n/a"
-    return f"{before:.3f} -> {after:.3f} ({after - before:+.3f})"
-
-
-def pipeline_table(summaries: list[dict[str, Any]]):
-    """What the demo measures per pipeline variant: exact edits and decomposition quality."""
+def pipeline_table(rows: dict[str, list[dict[str, Any]]]):
+    """Every pipeline run: exact edits and decomposition quality (means over the held-out items)."""
+    from eval.reference import summarize_reference_rows
     from eval.tables import Table, mark_best
 
     table = Table(
-        title="Pipeline on held-out items (tool editor, template sequencer)",
+        title="Every pipeline run on the held-out items (tool editor, template sequencer)",
         header=[
             "Decomposer / mode",
             "items",
@@ -309,7 +319,7 @@ def pipeline_table(summaries: list[dict[str, Any]]):
         rows=[],
         digits=3,
     )
-    for s in summaries:
+    for s in summarize_reference_rows([r for group in rows.values() for r in group]):
         table.rows.append(
             [
                 s["method"],
@@ -326,171 +336,156 @@ def pipeline_table(summaries: list[dict[str, Any]]):
     return table
 
 
-def findings(train: dict[str, Any], summaries: list[dict[str, Any]]) -> list[str]:
-    """The miniature of the paper's claim, stated from the numbers (whichever way they point)."""
-    held = train.get("held_out") or {}
-    by = {s["method"]: s for s in summaries}
-    lines = []
-    score = held.get("score") or {}
-    if score.get("delta") is not None:
-        d = score["delta"]
-        if d.low > 0:
-            verdict = "raised"
-        elif d.high < 0:
-            verdict = "lowered"
-        else:
-            verdict = "did not measurably change"
-        lines.append(
-            f"- GRPO {verdict} the held-out greedy decomposition reward (verl's validation, "
-            f"{held.get('items')} items): {score['before']} -> {score['after']}, paired difference {d} "
-            "(95% bootstrap intervals)."
-        )
-    trend = train.get("trend")
-    if trend:
-        d = trend["delta"]
-        verdict = "rose" if d.low > 0 else ("fell" if d.high < 0 else "did not measurably change")
-        lines.append(
-            f"- The training reward (sampled at temperature 1, what GRPO optimises) {verdict}: first "
-            f"{trend['window']} steps {trend['first']} -> last {trend['window']} {trend['last']}, difference {d}. "
-            "Where it rose and the greedy held-out reward did not, GRPO sharpened the sampled policy "
-            "towards what greedy decoding already did (see the format curve)."
-        )
-    control, grpo = by.get("SFT control / single"), by.get("GRPO / single")
-    if control and grpo:
-
-        def f1(s: dict[str, Any]) -> float:
-            return sum(s.get(f"f1_{k}") or 0.0 for k in ("action", "subject", "goal")) / 3
-
-        better = {1: "GRPO", -1: "the SFT control", 0: "neither"}[
-            (f1(grpo) > f1(control)) - (f1(grpo) < f1(control))
-        ]
-        lines.append(
-            f"- Equal wall time, single-turn pipeline: mean decomposition F1 {f1(grpo):.3f} after GRPO vs "
-            f"{f1(control):.3f} after the same time of more SFT; exact edits {_fmt(grpo.get('exact'))} vs "
-            f"{_fmt(control.get('exact'))}: {better} did better here."
-        )
-    for mode in MODES:
-        b = (by.get(f"cold start / {mode}") or {}).get("exact")
-        a = (by.get(f"GRPO / {mode}") or {}).get("exact")
-        if b is not None and a is not None:
-            verdict = "improved" if a > b else "did not improve"
-            lines.append(f"- The exact-edit rate ({mode}-turn) {verdict} with GRPO: {_delta(b, a)}.")
-    b_fail = (by.get("cold start / single") or {}).get("errors")
-    a_fail = (by.get("GRPO / single") or {}).get("errors")
-    if b_fail is not None and a_fail is not None:
-        items = (by.get("GRPO / single") or {}).get("items")
-        lines.append(
-            f"- Items with no edited image (single-turn): {b_fail} -> {a_fail} of {items}; an edited image "
-            "is not a correct one (see the pictures: partial edits are common)."
-        )
-    oracle = (by.get("oracle / single") or {}).get("exact")
-    original = (by.get("GRPO / original") or {}).get("exact")
-    lines.append(
-        f"- Ceiling and floor: the ground-truth decomposition reaches {_fmt(oracle)} exact edits through "
-        f"the template sequencer; sending the raw request to the editor ('original') reaches {_fmt(original)}."
-    )
-    single = (by.get("GRPO / single") or {}).get("exact")
-    multi = (by.get("GRPO / multi") or {}).get("exact")
-    if single is not None and multi is not None:
-        lines.append(
-            f"- Single- vs multi-turn: {_fmt(single)} vs {_fmt(multi)}. The tool editor is exact and the "
-            "synthetic edits commute, so there is no compounding error here; the paper's gap comes from "
-            "diffusion editors, which this demo does not run."
-        )
-    return lines
-
-
-def held_out_table(held: dict[str, Any]):
-    """verl's validation reward per component, before and after GRPO, with 95% intervals."""
+def verl_validation_table(held: dict[str, Any]):
+    """verl's own greedy validation during GRPO, first vs last (a cross-check of the pipeline's numbers)."""
     from eval.tables import Table
 
     keys = ("score", "format", "action", "subject", "goal")
+    steps = held.get("steps") or ("first", "last")
     table = Table(
-        title="Held-out decomposition reward (verl's greedy validation; mean [95% bootstrap interval])",
+        title=f"verl's greedy validation during GRPO (step {steps[0]} vs {steps[1]}; mean [95% interval])",
         header=["Checkpoint", *[k if k in ("score", "format") else f"F1 {k}" for k in keys]],
         rows=[],
         digits=3,
     )
-    for label, which in (("cold start (SFT)", "before"), ("after GRPO", "after"), ("difference", "delta")):
+    for label, which in (
+        (f"step {steps[0]} (cold start)", "before"),
+        (f"step {steps[1]}", "after"),
+        ("difference", "delta"),
+    ):
         table.rows.append([label, *[str((held.get(k) or {}).get(which, "n/a")) for k in keys]])
     return table
 
 
+def sample_generations(validation: Path, n: int = 4) -> list[str]:
+    """A few held-out answers at verl's first and last validation, with their reward components."""
+    from inference.fileio import read_jsonl
+
+    files = sorted(validation.glob("*.jsonl"), key=lambda p: int(p.stem))
+    if len(files) < 2:
+        return []
+    first, last = (list(read_jsonl(f)) for f in (files[0], files[-1]))
+    lines = [
+        f"Held-out answers at verl's validation, step {files[0].stem} (cold start) and step {files[-1].stem} (after GRPO):",
+        "",
+    ]
+    for before, after in list(zip(first, last, strict=False))[:n]:
+        request = str(before.get("input", "")).split('Request: "', 1)[-1].split('"\n', 1)[0]
+        lines.append(f"- request: {request!r}")
+        for label, row in (("cold start", before), ("GRPO", after)):
+            parts = ", ".join(
+                f"{k} {float(row[k]):.2f}"
+                for k in ("score", "format", "action", "subject", "goal")
+                if k in row
+            )
+            answer = " ".join(str(row.get("output", "")).split())
+            lines.append(f"  - {label}: `{answer}` ({parts})")
+    return lines + [""]
+
+
 def write_report(
-    out: Path,
-    cfg,
-    train: dict[str, Any],
-    summaries: list[dict[str, Any]],
-    strip: tuple[Path, list[str]] | None,
-    seconds: float,
+    out: Path, cfg, summary: dict[str, Any], pipeline_rows, strip, train: dict[str, Any]
 ) -> Path:
-    """outputs/demo/report.md: what ran, what was measured, and what it does not show."""
-    held = train.get("held_out") or {}
+    """outputs/demo/report.md (and report.json): what ran, what each stage saw, what was measured."""
+    from inference.fileio import write_json, write_text
+    from recipes import demo_report
+
     model, rollout, actor = cfg.assets.model, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor
-    steps = train.get("step_seconds")
+    cold, baseline, teacher = (
+        summary["cold_start"],
+        summary["constant_baseline"],
+        summary["cold_start"]["teacher"],
+    )
+    reads = summary.get("answer_diversity") or {}
     lines = [
         "# ImageEdit-R1 demo report (CPU, tiny model)",
         "",
         "**What this is.** The whole ImageEdit-R1 loop at toy scale, on verl's own trainers (the ones a "
         "GPU cluster runs): a *randomly initialised* tiny "
-        f"Qwen2.5-VL ({model.text_hidden}-dim text, {model.text_layers} layers; the real classes, not the "
-        "7B weights) learns to decompose edit requests about synthetic shape scenes, first by a short "
-        "supervised cold start on verl's SFT trainer, then by GRPO with the paper's reward (format + F1 on "
-        "actions, subjects, goals) on verl's `main_ppo`. The pipeline then runs decomposition -> template "
-        "sequencing -> an exact tool editor. **These numbers show the machinery working; they are not, and "
-        "do not estimate, the paper's scores.**",
+        f"Qwen2.5-VL ({model.text_hidden}-dim text, {model.text_layers} layers, {model.tokenizer} tokenizer; "
+        "the real classes, not the 7B weights) learns to decompose edit requests about synthetic shape "
+        "scenes: a supervised cold start on verl's SFT trainer, then GRPO with the paper's reward (format + "
+        "F1 on actions, subjects, goals) on verl's `main_ppo`. The pipeline then runs decomposition -> "
+        "template sequencing -> an exact tool editor. **These numbers show the machinery working; they are "
+        "not, and do not estimate, the paper's scores.**",
         "",
-        f"Wall time of this invocation: {seconds / 60:.1f} min (stages reused from an earlier run are not re-run).",
+        f"Wall time of this invocation: {summary['minutes']:.1f} min (stages reused from an earlier run are not re-run). "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary["stage_seconds"].items()),
         "",
-        "## Findings",
+        "## Table 1 in miniature",
         "",
-        *findings(train, summaries),
+        demo_report.table1(summary).to_markdown(),
         "",
-        "## Training",
+        *demo_report.verdicts(summary),
         "",
-        f"- data: {cfg.assets.data.train} synthetic training items, {cfg.assets.data.val} held out "
-        f"(seed {cfg.assets.data.seed})",
-        f"- cold start: {train.get('sft_steps')} steps of verl's SFT trainer (recipe sft_tiny); kept short "
-        "so that GRPO has room to improve, as the paper's RL starts from an untrained decomposer",
-        f"- GRPO: {train.get('grpo_steps')} steps of verl's main_ppo (recipe imageedit_r1_tiny), "
-        f"{cfg.data.train_batch_size} prompts x {rollout.n} rollouts, temperature {rollout.temperature}, "
-        f"lr {actor.optim.lr}, KL {actor.kl_loss_type} x {actor.kl_loss_coef}"
-        + (f"; {steps:.2f} s per step (median)" if steps else ""),
-        f"- curves: W&B (offline unless WANDB_API_KEY) under `{Path(train['metrics']).parent / 'wandb'}`; "
-        f"per-step log `{train.get('metrics')}`",
+        "## What each stage saw",
+        "",
+        f"- **Data**: {cfg.assets.data.train} synthetic training requests (1-{cfg.assets.data.max_edits} edits "
+        f"each, seed {cfg.assets.data.seed}) and {cfg.assets.data.val} held-out ones, never trained on. Exact "
+        "ground truth: the reward and every held-out number use the scene engine's own decomposition.",
+        f"- **Cold start** (the 'w/o RL' decomposer): {cold['steps']} steps of verl's SFT trainer, batch "
+        f"{cold['batch']}, lr {cold['lr']}, on an annotator's answers for the training requests "
+        f"({cold['epochs']:.1f} passes over them). "
+        + (
+            f"The annotator stops early, as weak annotators and untrained models do on compound requests: of the "
+            f"{teacher['compound']} compound requests it left out the last edit of {teacher['omitted_last_edit']} "
+            f"(drop rate {teacher['drop_rate']}); everything it wrote is correct, and the "
+            f"{teacher['requests'] - teacher['compound']} single-edit requests are annotated exactly. "
+            if teacher["omitted_last_edit"]
+            else "The answers are the exact ones. "
+        )
+        + f"It reads the request: on the held-out items it gives {reads.get('distinct', 'n/a')} "
+        f"distinct decompositions to {reads.get('items', 'n/a')} items (the most common one to "
+        f"{(reads.get('most_common_share') or 0):.0%}), and its held-out reward "
+        f"{summary['heldout_reward']['cold_start']['mean']:.3f} is well above the constant-answer baseline "
+        f"{baseline['reward']['mean']:.3f} [{baseline['reward']['ci'][0]:.3f}, {baseline['reward']['ci'][1]:.3f}] "
+        f"(its most frequent training answer, {baseline['share_of_training_answers']:.0%} of them, given to every "
+        f"held-out item: `{' '.join(baseline['answer'].split())}`; action F1 {baseline['action']['mean']:.3f}).",
+        f"- **GRPO**: {train['grpo_steps']} steps of verl's main_ppo from the cold start on the same training "
+        f"requests (rewards only, no answers), {cfg.data.train_batch_size} prompts x {rollout.n} rollouts, "
+        f"temperature {rollout.temperature}, lr {actor.optim.lr}, KL {actor.kl_loss_type} x {actor.kl_loss_coef}"
+        + (f"; {train['step_seconds']:.2f} s per step (median)" if train.get("step_seconds") else "")
+        + f"; {train['grpo_train_seconds']:.0f} s of training steps.",
+        (
+            f"- **SFT control**: the cold start trained on for GRPO's {train['grpo_train_seconds']:.0f} s of steps "
+            f"with SFT on the same annotator's answers ({summary['sft_control_steps']} more steps): it imitates "
+            "the annotator, omissions included; GRPO never sees an answer, only the exact ground truth's reward."
+            if summary.get("sft_control_steps")
+            else "- **SFT control**: not run (`--no-sft-control`)."
+        ),
+        f"- **Evaluation**: the {summary['held_out_items']} held-out items through the pipeline, one greedy "
+        "answer each (no retries): held-out reward = the training reward of that answer; exact edit = the "
+        "edited scene equals the target scene. 'original' sends the raw request to the editor. Intervals: "
+        "95% percentile bootstrap over items (paired for differences).",
+        "",
+        "## Learning health (every GRPO step; W&B and metrics.jsonl, drawn by `python -m eval curves --health`)",
         "",
     ]
+    if train.get("health_png"):
+        lines += ["![learning health](learning_health.png)", ""]
+    lines += demo_report.health_findings(summary.get("health") or {}) + [""]
     if train.get("png"):
         lines += ["![reward curves](reward_curves.png)", ""]
-    lines += [held_out_table(held).to_markdown(), ""]
-    lines += (
-        []
-        if train.get("control")
-        else [
-            "The fair control when exact targets exist is more SFT for the same time: on this task it has "
-            "beaten GRPO in our runs (GRPO improves an early-stopped cold start; it is not a substitute for "
-            "supervised targets). `make demo ARGS=--sft-control` adds it: verl's SFT trainer continues from the "
-            "cold start for GRPO's wall time, and the pipeline table gains its 'SFT control' rows.",
-            "",
-        ]
-    )
+    if train.get("held_out"):
+        lines += [verl_validation_table(train["held_out"]).to_markdown(), ""]
+    lines += sample_generations(Path(train["validation"]))
     lines += [
-        "## Pipeline on held-out items",
+        "## Every pipeline run",
         "",
-        "Exact edit = the edited scene equals the target scene. 'oracle' uses the ground-truth "
-        "decomposition: the ceiling of the template sequencer, which loses what a decomposition does not "
-        "carry (e.g. the size of an added object). 'failed' counts items with no edited image (no "
-        "parseable decomposition, or a sub-request the tool editor cannot execute).",
+        "'oracle' uses the ground-truth decomposition: the ceiling of the template sequencer, which loses "
+        "what a decomposition does not carry (e.g. the size of an added object). 'failed' counts items with "
+        "no edited image (no parseable decomposition, or a sub-request the tool editor cannot execute). "
+        "The tool editor is exact and the synthetic edits commute, so single- and multi-turn agree here; the "
+        "paper's gap between them comes from diffusion editors, which this demo does not run.",
         "",
-        pipeline_table(summaries).to_markdown(),
+        pipeline_table(pipeline_rows).to_markdown(),
         "",
     ]
     if strip:
         png, requests = strip
         lines += ["![before/after](before_after.png)", ""]
         lines += [f"{i}. {req}" for i, req in enumerate(requests, 1)] + [""]
-    from inference.fileio import write_text
-
+    write_json(out / "report.json", summary)
     return write_text(out / "report.md", "\n".join(lines))
 
 
@@ -525,6 +520,34 @@ def median_step_seconds(metrics: Path) -> float | None:
     return median(times) if times else None
 
 
+def training_answers(cfg) -> list[str]:
+    """The answers the cold start was trained on: the assistant turns of the SFT parquet."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(str(cfg.assets.data.dir)) / "sft_train.parquet", columns=["messages"])
+    return [row["messages"][-1]["content"] for row in table.to_pylist()]
+
+
+def teacher_summary(cfg) -> dict[str, Any]:
+    """What the cold start's annotator did to the training requests (data_prep.synthetic.teacher_answer)."""
+    from data_prep.synthetic import teacher_answer
+    from inference.synthetic_items import generate_items
+
+    spec = cfg.assets.data
+    drop = float(spec.get("teacher_drop", 0.0))
+    items = list(
+        generate_items(int(spec.train), seed=int(spec.seed), max_edits=int(spec.get("max_edits", 4)))
+    )
+    compound = [i for i in items if len(i.edits) >= 2]
+    omitted = sum(teacher_answer(i, drop) != i.decomposition for i in compound) if drop > 0 else 0
+    return {
+        "drop_rate": drop,
+        "requests": len(items),
+        "compound": len(compound),
+        "omitted_last_edit": omitted,
+    }
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -533,75 +556,123 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true", help="reduced sizes (the end-to-end test)")
     parser.add_argument("--limit", type=int, default=None, help="held-out items run through the pipeline")
     parser.add_argument(
-        "--sft-control",
+        "--no-sft-control",
         action="store_true",
-        help="also continue SFT from the cold start for GRPO's wall time and run it through the pipeline",
+        help="skip the equal-compute control (more SFT from the cold start for GRPO's training time)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the GRPO recipe")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+
+    def stage(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stage_seconds[name] = now - since
+        print(f"[demo] {name}: {now - since:.0f} s", flush=True)
+        return now
+
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from recipes import tiny_assets
+    from recipes import demo_report, tiny_assets
     from recipes.launch import compose
 
     cfg = compose("imageedit_r1_tiny", asset_overrides(out, args.quick) + (QUICK_GRPO if args.quick else []))
-    print("[demo] 1/4 synthetic set and tiny model")
-    tiny_assets.ensure(cfg)
-    print("[demo] 2/4 cold start (verl sft_trainer) and GRPO (verl main_ppo)")
+    print("[demo] 1/5 synthetic set and tiny model")
+    tiny_assets.ensure(cfg, progress=False)
+    t = stage("assets", t0)
+    print("[demo] 2/5 cold start (verl sft_trainer)")
     sft = train_sft(out, args.quick)
+    t = stage("cold start", t)
+    print("[demo] 3/5 GRPO (verl main_ppo)")
     grpo = train_grpo(out, sft, args.quick, args.overrides)
+    t = stage("GRPO", t)
     # what the report describes: the GRPO stage's config, the cold start's recorded step count
     cfg = compose("imageedit_r1_tiny", grpo_overrides(out, sft, args.quick, args.overrides))
-    sft_run = out / "run" / "sft.json"
-    train: dict[str, Any] = {
-        "sft_steps": json.loads(sft_run.read_text())["steps"] if sft_run.is_file() else None,
-        "grpo_steps": int(cfg.trainer.total_training_steps),
-        "metrics": str(grpo["metrics"]),
-        "held_out": held_out(grpo["validation"]),
-        "step_seconds": median_step_seconds(grpo["metrics"]),
-        "trend": training_trend(grpo["metrics"]),
-    }
-    try:
-        from eval.curves import plot_reward_curves
+    from eval.curves import load_metrics
 
-        train["png"] = str(
-            plot_reward_curves(
-                grpo["metrics"], out / "reward_curves.png", title="GRPO on verl (CPU)", smooth=10
-            )
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"[demo] no reward curves: {err}")
+    metrics = load_metrics(grpo["metrics"]) if grpo["metrics"].is_file() else []
+    grpo_train_seconds = sum(m.get("timing_s/step", 0.0) for m in metrics)
     control = None
-    if args.sft_control:
-        from eval.curves import load_metrics
-
-        seconds = sum(m.get("timing_s/step", 0.0) for m in load_metrics(grpo["metrics"]))
-        control = train_sft_control(out, sft, seconds, args.quick)
-        train["control"] = str(control) if control else None
+    if not args.no_sft_control:
+        print("[demo] 4/5 equal-compute SFT control (verl sft_trainer from the cold start)")
+        control = train_sft_control(out, sft, grpo_train_seconds, args.quick)
+        t = stage("SFT control", t)
     records = Path(str(cfg.assets.data.dir)) / "eval"
     limit = args.limit or (4 if args.quick else None)
-    attempts = 1 if args.quick else 3
-    print("[demo] 3/4 pipeline: oracle, cold start, GRPO x single/multi (+ original for reference)")
+    print("[demo] 5/5 pipeline on the held-out items, evaluation and report")
     runs = {
-        "oracle": run_pipeline(records, out / "pipeline", "oracle", None, MODES, limit),
-        "cold start": run_pipeline(records, out / "pipeline", "sft", str(sft), MODES, limit, attempts),
-        **(
-            {
-                "SFT control": run_pipeline(
-                    records, out / "pipeline", "sft_control", str(control), MODES, limit, attempts
-                )
-            }
-            if control
-            else {}
-        ),
+        "oracle": run_pipeline(records, out / "pipeline", "oracle", None, ("single",), limit),
+        "cold start": run_pipeline(records, out / "pipeline", "sft", str(sft), ("single",), limit),
         "GRPO": run_pipeline(
-            records, out / "pipeline", "grpo", str(grpo["model"]), MODES + ("original",), limit, attempts
+            records, out / "pipeline", "grpo", str(grpo["model"]), ("single", "multi", "original"), limit
         ),
     }
-    print("[demo] 4/4 evaluation and report")
-    summaries = evaluate(runs, records, out / "scores")
+    if control:
+        runs["SFT control"] = run_pipeline(
+            records, out / "pipeline", "sft_control", str(control), ("single",), limit
+        )
+    rows = evaluate(runs, records, out / "scores")
+    items = {
+        "original": demo_report.per_item(rows["GRPO / original"]),
+        "cold_start": demo_report.per_item(rows["cold start / single"]),
+        "grpo": demo_report.per_item(rows["GRPO / single"]),
+    }
+    if control:
+        items["sft_control"] = demo_report.per_item(rows["SFT control / single"])
+    from inference.pipeline import read_traces
+    from inference.records import read_records
+
+    held_out_truth = [r.decomposition.to_ground_truth() for r in read_records(records)][: limit or None]
+    sft_run = (
+        json.loads((out / "run" / "sft.json").read_text()) if (out / "run" / "sft.json").is_file() else {}
+    )
+    control_run = out / "run" / "sft_control.json"
+    summary: dict[str, Any] = {
+        **demo_report.table1_results(items),
+        "constant_baseline": None,
+        "held_out_items": len(items["grpo"]),
+        "cold_start": {
+            "steps": sft_run.get("steps"),
+            "batch": sft_run.get("batch"),
+            "lr": sft_run.get("lr"),
+            "epochs": (sft_run.get("steps") or 0) * (sft_run.get("batch") or 0) / int(cfg.assets.data.train),
+            "teacher": teacher_summary(cfg),
+        },
+        "sft_control_steps": json.loads(control_run.read_text())["steps"]
+        if control and control_run.is_file()
+        else None,
+        "grpo": {"steps": int(cfg.trainer.total_training_steps), "train_seconds": grpo_train_seconds},
+        "answer_diversity": demo_report.answer_diversity(list(read_traces(runs["cold start"]["single"]))),
+        "health": demo_report.health_summary(metrics),
+    }
+    baseline = demo_report.constant_baseline(training_answers(cfg), held_out_truth)
+    summary["constant_baseline"] = {
+        "answer": baseline["answer"],
+        "share_of_training_answers": baseline["share_of_training_answers"],
+        "reward": demo_report.as_json(baseline["reward"]),
+        "action": demo_report.as_json(baseline["action"]),
+    }
+    train: dict[str, Any] = {
+        "grpo_steps": int(cfg.trainer.total_training_steps),
+        "grpo_train_seconds": grpo_train_seconds,
+        "metrics": str(grpo["metrics"]),
+        "validation": str(grpo["validation"]),
+        "held_out": held_out(grpo["validation"]),
+        "step_seconds": median_step_seconds(grpo["metrics"]),
+    }
+    from eval.curves import plot_health_curves, plot_reward_curves
+
+    for key, plot, name in (
+        ("png", plot_reward_curves, "reward_curves.png"),
+        ("health_png", plot_health_curves, "learning_health.png"),
+    ):
+        try:
+            train[key] = str(
+                plot(metrics, out / name, title="GRPO on verl (CPU)", smooth=1 if args.quick else 10)
+            )
+        except ValueError as err:
+            print(f"[demo] no {name}: {err}")
     strip = before_after_strip(
         records,
         {
@@ -611,8 +682,13 @@ def main(argv: list[str] | None = None) -> Path:
         },
         out / "before_after.png",
     )
-    report = write_report(out, cfg, train, summaries, strip, time.perf_counter() - t0)
-    print(f"[demo] report: {report}")
+    stage("pipeline and evaluation", t)
+    summary["stage_seconds"] = stage_seconds
+    summary["minutes"] = (time.perf_counter() - t0) / 60
+    report = write_report(out, cfg, summary, rows, strip, train)
+    for line in demo_report.verdicts(summary):
+        print("[demo]" + line[1:])
+    print(f"[demo] report: {report} and {out / 'report.json'} ({summary['minutes']:.1f} min)")
     return report
 
 

@@ -12,18 +12,41 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     report = main(["--quick", "--out", str(out)])
     text = report.read_text()
     assert "not, and do not estimate, the paper's scores" in text
-    assert "Held-out decomposition reward" in text and "Pipeline on held-out items" in text
-    assert "## Findings" in text and "exact-edit rate" in text
-    for row in ("oracle / single", "cold start / multi", "GRPO / single", "GRPO / original"):
+    assert "Table 1 in miniature" in text and "What each stage saw" in text and "Learning health" in text
+    for row in ("oracle / single", "cold start / single", "GRPO / single", "GRPO / multi", "GRPO / original"):
         assert row in text
+    for row in ("original", "w/o RL (cold start)", "ImageEdit-R1 (GRPO)", "SFT control (equal compute)"):
+        assert f"| {row} |" in text
+    summary = json.loads((out / "report.json").read_text())
+    for checkpoint in ("cold_start", "grpo", "sft_control", "grpo_minus_cold_start"):
+        estimate = summary["heldout_reward"][checkpoint]
+        assert estimate["ci"][0] <= estimate["mean"] <= estimate["ci"][1]
+    assert set(summary["exact_edit"]) >= {
+        "original",
+        "cold_start",
+        "grpo",
+        "sft_control",
+        "grpo_minus_cold_start",
+    }
+    assert 0.0 <= summary["constant_baseline"]["reward"]["mean"] <= 1.0 and summary["minutes"] > 0
     assert (out / "reward_curves.png").stat().st_size > 1000
+    assert (out / "learning_health.png").stat().st_size > 1000
     assert (out / "before_after.png").stat().st_size > 1000
     # both trainings ran on verl and were exported by verl's model_merger
-    assert (out / "models" / "sft" / "config.json").is_file() and (
-        out / "models" / "grpo" / "config.json"
-    ).is_file()
-    steps = [json.loads(line)["step"] for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [s for s in steps if s > 0] == [1, 2] and list((out / "run").glob("wandb/offline-run-*"))
+    for model in ("sft", "grpo", "sft_control"):
+        assert (out / "models" / model / "config.json").is_file()
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["step"] > 0] == [1, 2] and list(
+        (out / "run").glob("wandb/offline-run-*")
+    )
+    # the learning-health signals are logged every step
+    for key in (
+        "train/grpo/zero_variance_group_fraction",
+        "actor/entropy_loss",
+        "actor/kl_loss",
+        "actor/ppo_kl",
+    ):
+        assert all(key in r["data"] for r in rows if r["step"] > 0), key
     assert sorted(p.stem for p in (out / "run" / "validation").glob("*.jsonl")) == ["0", "2"]
     traces = list((out / "pipeline" / "grpo" / "single").glob("*.json"))
     assert len(traces) == 4

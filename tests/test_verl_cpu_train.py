@@ -15,6 +15,7 @@ from cold_start import cold_start
 from wandb_files import read_wandb_history
 
 from recipes import demo
+from recipes.verl_cpu.rollout import PROBE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = (
@@ -80,6 +81,8 @@ def runs(tmp_path_factory):
     for name, steps in (("first", 2), ("second", 3)):
         log = root / f"{name}.jsonl"
         env_run = {**env, "VERL_FILE_LOGGER_PATH": str(log)}
+        if name == "first":  # the rollout server re-scores each step's samples after the weight sync
+            env_run[PROBE_ENV] = str(root / "probe.jsonl")
         out[name] = make(
             "train",
             "RECIPE=imageedit_r1_tiny",
@@ -131,3 +134,36 @@ def test_export_loads_and_generates_in_the_inference_backend(runs):
         [[{"role": "user", "content": "Decompose: make the square red."}]], Sampling(max_new_tokens=8)
     )
     assert len(answers) == 1 and answers[0].ok, answers
+
+
+def test_one_grpo_step_moves_the_rollouts_log_probs_towards_the_better_responses(runs):
+    """The direction of learning through the real path: step 1's rollouts are scored by our reward,
+    the FSDP actor takes one GRPO update, the weights reach the rollout server, and the server's
+    log-probs of step 1's responses go up for those that beat their group's mean reward and down for
+    those below it (the GRPO advantage's sign)."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    from reward_fns.imageedit_r1 import compute_score
+
+    request = re.compile(r'Request: "(.*?)"\n')
+    truth = {}
+    for row in pq.read_table(runs["root"] / "data" / "train.parquet").to_pylist():
+        text = " ".join(m["content"] for m in row["prompt"])
+        truth[request.search(text).group(1)] = row["reward_model"]["ground_truth"]
+    probe = [json.loads(line) for line in (runs["root"] / "probe.jsonl").read_text().splitlines()]
+    first_update = [p for p in probe if p["global_steps"] == probe[0]["global_steps"]]  # step 1's samples
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for p in first_update:
+        gt = truth[request.search(p["prompt"]).group(1)]
+        reward = compute_score("synthetic", p["response"], gt)["score"]
+        groups.setdefault(p["prompt"], []).append((reward, p["logp_after"] - p["logp_before"]))
+    above, below = [], []
+    for members in groups.values():
+        mean = sum(r for r, _ in members) / len(members)
+        above += [d for r, d in members if r > mean + 1e-9]
+        below += [d for r, d in members if r < mean - 1e-9]
+    assert above and below, f"no reward variance in step 1's groups: {groups}"
+    up, down = sum(above) / len(above), sum(below) / len(below)
+    assert up > 0 > down, f"mean log-prob change: above-mean responses {up:+.4f}, below-mean {down:+.4f}"

@@ -1,0 +1,116 @@
+"""The demo's report arithmetic (recipes/demo_report.py) and the learning-health curves, on made-up
+per-item rows and metrics whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recipes import demo_report
+
+
+def _rows(rewards: list[float | None], exact: list[bool]) -> list[dict]:
+    return [
+        {"id": f"i{n}", "decomposition": None if r is None else {"score": r}, "exact": e}
+        for n, (r, e) in enumerate(zip(rewards, exact, strict=True))
+    ]
+
+
+def test_per_item_counts_a_failed_decomposition_as_reward_zero_and_not_exact():
+    items = demo_report.per_item(_rows([0.5, None], [True, False]))
+    assert items == {"i0": {"reward": 0.5, "exact": 1.0}, "i1": {"reward": 0.0, "exact": 0.0}}
+
+
+def test_table1_results_pairs_items_and_orders_the_verdicts():
+    n = 40
+    before = demo_report.per_item(_rows([0.4] * n, [i < 4 for i in range(n)]))
+    after = demo_report.per_item(_rows([0.6] * n, [i < 12 for i in range(n)]))
+    original = demo_report.per_item(_rows([0.0] * n, [i < 1 for i in range(n)]))
+    results = demo_report.table1_results({"original": original, "cold_start": before, "grpo": after})
+    reward = results["heldout_reward"]["grpo_minus_cold_start"]
+    assert reward["mean"] == pytest.approx(0.2) and reward["ci"] == pytest.approx([0.2, 0.2])
+    exact = results["exact_edit"]["grpo_minus_cold_start"]
+    assert exact["mean"] == pytest.approx(0.2) and exact["ci"][0] > 0 and exact["n"] == n
+    json.dumps(results)  # report.json is plain JSON
+    text = "\n".join(demo_report.verdicts(results))
+    assert "GRPO raised the held-out reward" in text and "GRPO raised the exact-edit rate" in text
+    assert "original < w/o RL < GRPO holds" in text
+    table = demo_report.table1(results).to_markdown()
+    assert "| original |" in table and "| ImageEdit-R1 (GRPO) |" in table
+
+
+def test_verdicts_say_when_nothing_changed_and_when_the_control_wins():
+    flat = demo_report.per_item(_rows([0.5, 0.4, 0.6, 0.5], [True, False, True, False]))
+    better = demo_report.per_item(_rows([0.9, 0.8, 0.9, 0.9], [True, True, True, True]))
+    results = demo_report.table1_results({"cold_start": flat, "grpo": flat, "sft_control": better})
+    text = "\n".join(demo_report.verdicts(results))
+    assert "did not measurably change the held-out reward" in text
+    assert "the SFT control did better" in text
+
+
+def test_constant_baseline_gives_the_most_frequent_training_answer_to_every_item():
+    from inference.protocol import Decomposition, render_decomposition
+
+    common = render_decomposition(Decomposition(("brighten",), ("image",), ("brighter",), think="1 edit"))
+    rare = render_decomposition(Decomposition(("remove",), ("red square",), ("removed",), think="1 edit"))
+    held = [
+        {"actions": ["brighten"], "subjects": ["image"], "goals": ["brighter"]},
+        {"actions": ["remove"], "subjects": ["red square"], "goals": ["removed"]},
+    ]
+    baseline = demo_report.constant_baseline([common, common, rare], held)
+    assert baseline["answer"] == common and baseline["share_of_training_answers"] == pytest.approx(2 / 3)
+    assert baseline["reward"].mean == pytest.approx((1.0 + 0.25) / 2)  # format only on the second item
+
+
+def test_answer_diversity_counts_distinct_parsed_answers():
+    traces = [{"decomposition": {"parsed": {"actions": [a]}}} for a in ("x", "x", "y")] + [
+        {"decomposition": None}
+    ]
+    assert demo_report.answer_diversity(traces) == {"items": 4, "distinct": 2, "most_common_share": 0.5}
+
+
+def _metrics(steps: int = 20) -> list[dict]:
+    return [
+        {
+            "step": s,
+            "train/grpo/zero_variance_group_fraction": 0.2 + 0.02 * s,
+            "actor/entropy_loss": 1.0 - 0.01 * s,
+            "actor/kl_loss": 0.001 * s,
+            "actor/ppo_kl": 1e-5,
+            "response_length/mean": 30.0,
+            "train/reward/score": 0.5 + 0.01 * s,
+            "train/reward/format": 1.0,
+        }
+        for s in range(1, steps + 1)
+    ]
+
+
+def test_health_summary_and_findings_name_the_signals():
+    health = demo_report.health_summary(_metrics())
+    assert health["zero-variance groups (fraction)"]["first"] == pytest.approx(0.2 + 0.02 * 5.5)
+    assert health["policy entropy"]["metric"] == "actor/entropy_loss"
+    assert health["rollout vs actor log-prob"]["metric"] == "actor/ppo_kl"
+    text = "\n".join(demo_report.health_findings(health))
+    for phrase in (
+        "no reward variance",
+        "entropy",
+        "KL to the reference",
+        "Rollout and actor agree",
+        "score",
+    ):
+        assert phrase in text
+
+
+def test_health_curves_png_and_cli(tmp_path):
+    from eval.cli import main as eval_main
+    from eval.curves import plot_health_curves
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": m.pop("step"), "data": m}) + "\n" for m in _metrics()))
+    assert plot_health_curves(metrics, tmp_path / "h.png").stat().st_size > 1000
+    assert eval_main(["curves", "--health", "--metrics", str(metrics), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    (tmp_path / "empty.jsonl").write_text('{"step": 1, "data": {"x": 1}}\n')
+    with pytest.raises(ValueError, match="no learning-health metrics"):
+        plot_health_curves(tmp_path / "empty.jsonl", tmp_path / "e.png")
