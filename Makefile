@@ -96,10 +96,12 @@ setup: $(ENV_DEPS) ## Create .venv/ with the CPU/dev install (idempotent; second
 
 setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ on Python 3.12 from requirements-gpu.txt + a prebuilt flash-attn [FLASH_ATTN=wheel|none|build]
 
-test: $(ENV_DEPS) ## Run the fast test suite (offline, CPU)
+# `browser` first: a fresh clone's `make test` installs Chromium for the browser test as `make setup` does
+# (root + apt-get), or says in one line at the start why that test will skip.
+test: $(ENV_DEPS) browser ## Run the fast test suite (offline, CPU)
 	$(RUN) $(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
 
-test-slow: $(ENV_DEPS) ## Run the slow tests too (a measured GRPO learning run on verl, ~12 min)
+test-slow: $(ENV_DEPS) browser ## Run the slow tests too (a measured GRPO learning run on verl, ~12 min)
 	$(RUN) $(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
 
 lint: $(ENV_DEPS) ## ruff check + format check

@@ -91,3 +91,15 @@ def test_the_containers_take_the_makefiles_flash_attn_wheel_and_requirements():
     assert wheel(apptainer, r"(?m)^From: (\S+)$") == base
     for image in (docker, apptainer):
         assert "-r /opt/imageedit-r1/requirements-gpu.txt" in image.read_text()
+
+
+def test_make_test_sets_up_the_browser_test_first():
+    """A fresh clone's `make test` (the README's test command) runs the `browser` target before pytest:
+    Chromium is installed as `make setup` installs it, or one line says why the browser test skips."""
+    run = make(REPO, "-n", "test", "PYTHON=python3")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    browser = next(i for i, line in enumerate(lines) if "chromedriver" in line)
+    pytest_line = next(i for i, line in enumerate(lines) if "-m pytest" in line)
+    assert browser < pytest_line
+    assert "the browser test will skip" in run.stdout
