@@ -343,7 +343,6 @@ def test_overlong_validation_rows_and_an_absent_processor_are_refused(tiny_vlm_d
     import pandas as pd
     from transformers import AutoProcessor
 
-
     def rows(text: str) -> pd.DataFrame:
         return pd.DataFrame(
             {
