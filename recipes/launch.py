@@ -465,9 +465,10 @@ def plan(
 
 
 def start_run_files(launch: LaunchPlan) -> None:
-    """Before the trainer starts: the W&B run id beside metrics.jsonl, and, when verl starts from
-    scratch, an earlier run's metrics.jsonl moved aside (metrics.before-<UTC time>.jsonl), since the
-    file logger appends (recipes/metrics_log.py) and a new run's curves must not continue an old one's."""
+    """Before the trainer starts: the image bound beside the checkpoints (recipes/image_bound.py), the
+    W&B run id beside metrics.jsonl, and, when verl starts from scratch, an earlier run's metrics.jsonl
+    moved aside (metrics.before-<UTC time>.jsonl), since the file logger appends
+    (recipes/metrics_log.py) and a new run's curves must not continue an old one's."""
     from inference.fileio import atomic_path
 
     metrics = Path(launch.env["VERL_FILE_LOGGER_PATH"])
@@ -481,6 +482,9 @@ def start_run_files(launch: LaunchPlan) -> None:
         print(
             f"note: a new run (no checkpoint to resume): the earlier metrics moved to {kept}", file=sys.stderr
         )
+    from recipes import image_bound
+
+    image_bound.record(launch.config, REPO_ROOT)  # for `make export` (verl saves the processor without it)
     run_id = launch.env.get("WANDB_RUN_ID")
     id_file = metrics.parent / WANDB_ID_FILE
     if run_id and (not id_file.is_file() or id_file.read_text().strip() != run_id):
