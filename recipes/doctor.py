@@ -314,9 +314,8 @@ def check_local_gpus(
         if available:
             return Finding("gpus", "fail", str(err), f"GPUS={available}")
         problem = driver_problem() if diagnosis is None else diagnosis
-        return Finding(
-            "gpus", "fail", f"{problem}. {err}" if problem else str(err), DRIVER_FIX if problem else ""
-        )
+        fix = DRIVER_FIX if "older than" in problem else ""  # else launch's message names the routes
+        return Finding("gpus", "fail", f"{problem}. {err}" if problem else str(err), fix)
     return Finding("gpus", "ok", f"{available} GPU(s) visible, recipe wants {per_node}")
 
 
@@ -709,6 +708,13 @@ def local_model_folder(config: DictConfig, cache_dir: str | None = None) -> Path
 #: Bytes a parameter takes in a verl FSDP checkpoint: fp32 weights (4) + Adam's two fp32 moments (8).
 CKPT_BYTES_PER_PARAM = {"model": 4, "optimizer": 8}
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+#: Parameter counts the hub's model pages give for the recipes' policies, for an estimate on a machine
+#: without the weights (a laptop's DRY_RUN or `make submit`).
+MODEL_CARD_PARAMETERS = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": 8_290_000_000,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 3_750_000_000,
+    "Qwen/Qwen3-VL-8B-Instruct": 8_770_000_000,
+}
 
 
 def parameter_count(folder: Path) -> int | None:
@@ -737,9 +743,12 @@ def check_checkpoints(config: DictConfig, params: int | None = None, free: int |
     steps = OmegaConf.select(config, "trainer.total_training_steps")
     freq = int(OmegaConf.select(config, "trainer.save_freq") or -1)
     saves = (int(steps) // freq + (int(steps) % freq != 0)) if steps and freq > 0 else None
+    source = ""
     if params is None:
         folder = local_model_folder(config)
         params = parameter_count(folder) if folder else None
+    if params is None and model_path(config) in MODEL_CARD_PARAMETERS:
+        params, source = MODEL_CARD_PARAMETERS[model_path(config)], " (its model card; weights not here)"
     if params is None:
         return Finding(
             "checkpoints",
@@ -756,7 +765,7 @@ def check_checkpoints(config: DictConfig, params: int | None = None, free: int |
         free = shutil.disk_usage(probe).free
     total = each * kept if kept is not None else None
     detail = (
-        f"~{each / 1e9:.1f} GB per checkpoint ({params / 1e9:.2f}B parameters x "
+        f"~{each / 1e9:.1f} GB per checkpoint ({params / 1e9:.2f}B parameters{source} x "
         f"{sum(CKPT_BYTES_PER_PARAM.get(c, 0) for c in contents)} bytes: {'+'.join(contents)}), "
         f"{keep_key}={keep}"
         + (f" -> ~{total / 1e9:.1f} GB for {kept} checkpoint(s)" if total is not None else " (all kept)")
