@@ -39,11 +39,6 @@ def bound_of(config: DictConfig) -> dict[str, int]:
     return {k: int(v) for k, v in pair.items()} if None not in pair.values() else {}
 
 
-def checkpoint_root(config: DictConfig, repo_root: Path) -> Path:
-    folder = Path(str(config.trainer.default_local_dir))
-    return folder if folder.is_absolute() else repo_root / folder
-
-
 def record(config: DictConfig, repo_root: Path) -> Path | None:
     """Write the run's bound beside its checkpoints (nothing for a recipe without one)."""
     from inference.fileio import write_json
@@ -51,7 +46,8 @@ def record(config: DictConfig, repo_root: Path) -> Path | None:
     bound = bound_of(config)
     if not bound:
         return None
-    path = checkpoint_root(config, repo_root) / RECORD_NAME
+    folder = Path(str(config.trainer.default_local_dir))  # as recipes.launch.checkpoint_dir
+    path = (folder if folder.is_absolute() else repo_root / folder) / RECORD_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {**bound, "source": "data.mm_processor_kwargs"})
     return path

@@ -193,8 +193,15 @@ def metrics_path(config: DictConfig, environ: dict[str, str] | None = None) -> P
 
 #: verl imports it in every process (VERL_USE_EXTERNAL_MODULES): its file logger appends across restarts.
 METRICS_LOG_MODULE = "recipes.metrics_log"
-#: Beside metrics.jsonl: the W&B run id every attempt of the run resumes (WANDB_RUN_ID).
+#: In the run's checkpoint folder (what verl resumes from, so what identifies the run): the W&B run id
+#: every attempt of the run resumes (WANDB_RUN_ID).
 WANDB_ID_FILE = "wandb_run_id"
+
+
+def checkpoint_dir(config: DictConfig) -> Path:
+    """trainer.default_local_dir, absolute (relative to the checkout, as the launcher passes it)."""
+    folder = Path(str(config.trainer.default_local_dir))
+    return folder if folder.is_absolute() else REPO_ROOT / folder
 
 
 def resumes(config: DictConfig) -> bool:
@@ -209,9 +216,7 @@ def resumes(config: DictConfig) -> bool:
         return False
     from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 
-    folder = Path(str(config.trainer.default_local_dir))
-    folder = folder if folder.is_absolute() else REPO_ROOT / folder
-    return find_latest_ckpt_path(str(folder)) is not None
+    return find_latest_ckpt_path(str(checkpoint_dir(config))) is not None
 
 
 _NEW_WANDB_IDS: dict[Path, str] = {}
@@ -219,14 +224,14 @@ _NEW_WANDB_IDS: dict[Path, str] = {}
 
 def wandb_resume_env(config: DictConfig, environ: dict[str, str]) -> dict[str, str]:
     """WANDB_RUN_ID + WANDB_RESUME=allow, so a resumed run continues its W&B run (wandb.init reads both
-    from the environment; verl's Tracking passes neither, tracking.py:85). The id is the one of the
-    run folder's wandb_run_id when verl resumes, a new one when it starts from scratch; the user's
-    WANDB_RUN_ID wins. `main` writes the file when the run starts."""
+    from the environment; verl's Tracking passes neither, tracking.py:85). The id is the one in the
+    checkpoint folder's wandb_run_id when verl resumes from that folder, a new one when it starts from
+    scratch; the user's WANDB_RUN_ID wins. `start_run_files` writes the file when the run starts."""
     if environ.get("WANDB_RUN_ID"):
         return {}
-    id_file = metrics_path(config, environ).parent / WANDB_ID_FILE
+    id_file = checkpoint_dir(config) / WANDB_ID_FILE
     known = id_file.read_text().strip() if id_file.is_file() else ""
-    if not (known and resumes(config)):  # a new W&B run: one id per run folder in this process
+    if not (known and resumes(config)):  # a new W&B run: one id per checkpoint folder in this process
         import uuid
 
         known = _NEW_WANDB_IDS.setdefault(id_file, uuid.uuid4().hex[:12])
@@ -465,8 +470,8 @@ def plan(
 
 
 def start_run_files(launch: LaunchPlan) -> None:
-    """Before the trainer starts: the image bound beside the checkpoints (recipes/image_bound.py), the
-    W&B run id beside metrics.jsonl, and, when verl starts from scratch, an earlier run's metrics.jsonl
+    """Before the trainer starts: the image bound and the W&B run id in the checkpoint folder
+    (recipes/image_bound.py, `wandb_resume_env`), and, when verl starts from scratch, an earlier run's metrics.jsonl
     moved aside (metrics.before-<UTC time>.jsonl), since the file logger appends
     (recipes/metrics_log.py) and a new run's curves must not continue an old one's."""
     from inference.fileio import atomic_path
@@ -486,8 +491,9 @@ def start_run_files(launch: LaunchPlan) -> None:
 
     image_bound.record(launch.config, REPO_ROOT)  # for `make export` (verl saves the processor without it)
     run_id = launch.env.get("WANDB_RUN_ID")
-    id_file = metrics.parent / WANDB_ID_FILE
+    id_file = checkpoint_dir(launch.config) / WANDB_ID_FILE
     if run_id and (not id_file.is_file() or id_file.read_text().strip() != run_id):
+        id_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(id_file) as tmp:
             tmp.write_text(run_id + "\n", encoding="utf-8")
 

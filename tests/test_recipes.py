@@ -642,3 +642,26 @@ def test_hydra_string_survives_hydras_override_parser(value):
 
     parsed = OverridesParser.create().parse_override(f"k={launch.hydra_string(value)}")
     assert parsed.value() == value
+
+
+def test_wandb_resumes_the_run_of_the_checkpoint_it_resumes_from(tmp_path):
+    """The W&B id lives in the checkpoint folder verl resumes from: a resumed run continues its W&B run,
+    a run from scratch gets a new one, and two runs sharing a metrics folder never share an id."""
+    shared = {**os.environ, "VERL_FILE_LOGGER_PATH": str(tmp_path / "run" / "metrics.jsonl")}
+    shared.pop("WANDB_RUN_ID", None)
+
+    def plan_for(name: str) -> launch.LaunchPlan:
+        return launch.plan(TINY, [f"trainer.default_local_dir={tmp_path / name}"], environ=shared)
+
+    first = plan_for("a")
+    assert first.env["WANDB_RESUME"] == "allow"
+    launch.start_run_files(first)
+    stored = (tmp_path / "a" / "wandb_run_id").read_text().strip()
+    assert stored == first.env["WANDB_RUN_ID"]
+    other = plan_for("b")
+    assert other.env["WANDB_RUN_ID"] != stored  # same metrics folder, another run
+    (tmp_path / "a" / "global_step_2").mkdir()
+    (tmp_path / "a" / "latest_checkpointed_iteration.txt").write_text("2")
+    assert launch.resumes(first.config) and plan_for("a").env["WANDB_RUN_ID"] == stored
+    given = launch.worker_env(first.config, {**shared, "WANDB_RUN_ID": "mine"})
+    assert given["WANDB_RUN_ID"] == "mine"

@@ -120,7 +120,7 @@ def test_wandb_offline_run_holds_the_same_curves(runs):
 
 def test_the_resumed_invocation_continues_the_same_wandb_run(runs):
     """WANDB_RUN_ID + WANDB_RESUME=allow from the launcher: `wandb sync` of both folders is one run."""
-    run_id = (runs["log"].parent / "wandb_run_id").read_text().strip()
+    run_id = (runs["root"] / "ckpt" / "wandb_run_id").read_text().strip()  # the checkpoint folder's
     offline = sorted((runs["root"] / "wandb").glob("offline-run-*"))
     assert [p.name.rsplit("-", 1)[-1] for p in offline] == [run_id, run_id]
     resumed = [row for row in read_wandb_history(offline[1]) if "train/reward/format" in row]
