@@ -250,8 +250,27 @@ def test_cpu_recipe_runs_verls_own_trainer_through_the_same_plan():
         TINY,
     ]
     assert p.command[7] == "trainer.total_training_steps=5"  # NODES/GPUS do not apply on CPU
-    assert p.on_cpu and launch_env().items() <= p.env.items()  # the CPU plugin's variables, in worker_env
+    plugin = launch_env()
+    modules = plugin.pop("VERL_USE_EXTERNAL_MODULES")
+    assert p.on_cpu and plugin.items() <= p.env.items()  # the CPU plugin's variables, in worker_env
+    assert p.env["VERL_USE_EXTERNAL_MODULES"].split(",") == [launch.METRICS_LOG_MODULE, modules]
     assert p.env["VERL_FILE_LOGGER_PATH"] == f"{REPO}/outputs/runs/tiny_grpo/metrics.jsonl"
+
+
+def test_a_cpu_runs_leftover_variables_never_reach_a_gpu_recipes_workers():
+    """A shell that ran the CPU recipe by hand keeps VERL_PLATFORM=cpu and the plugin module: a GPU
+    recipe's workers get the appending metrics logger and the user's own modules only."""
+    from recipes.verl_cpu import PLUGIN_MODULE
+
+    shell = {
+        **os.environ,
+        "VERL_PLATFORM": "cpu",
+        "VERL_USE_EXTERNAL_MODULES": f"{PLUGIN_MODULE},my_pkg.plugin",
+    }
+    env = launch.worker_env(launch.compose(PAPER), shell)
+    assert "VERL_PLATFORM" not in env
+    assert env["VERL_USE_EXTERNAL_MODULES"] == f"{launch.METRICS_LOG_MODULE},my_pkg.plugin"
+    assert env["WANDB_RESUME"] == "allow" and env["WANDB_RUN_ID"]
 
 
 def test_no_gpu_is_refused_with_a_pointer_to_the_cpu_path():
@@ -623,3 +642,26 @@ def test_hydra_string_survives_hydras_override_parser(value):
 
     parsed = OverridesParser.create().parse_override(f"k={launch.hydra_string(value)}")
     assert parsed.value() == value
+
+
+def test_wandb_resumes_the_run_of_the_checkpoint_it_resumes_from(tmp_path):
+    """The W&B id lives in the checkpoint folder verl resumes from: a resumed run continues its W&B run,
+    a run from scratch gets a new one, and two runs sharing a metrics folder never share an id."""
+    shared = {**os.environ, "VERL_FILE_LOGGER_PATH": str(tmp_path / "run" / "metrics.jsonl")}
+    shared.pop("WANDB_RUN_ID", None)
+
+    def plan_for(name: str) -> launch.LaunchPlan:
+        return launch.plan(TINY, [f"trainer.default_local_dir={tmp_path / name}"], environ=shared)
+
+    first = plan_for("a")
+    assert first.env["WANDB_RESUME"] == "allow"
+    launch.start_run_files(first)
+    stored = (tmp_path / "a" / "wandb_run_id").read_text().strip()
+    assert stored == first.env["WANDB_RUN_ID"]
+    other = plan_for("b")
+    assert other.env["WANDB_RUN_ID"] != stored  # same metrics folder, another run
+    (tmp_path / "a" / "global_step_2").mkdir()
+    (tmp_path / "a" / "latest_checkpointed_iteration.txt").write_text("2")
+    assert launch.resumes(first.config) and plan_for("a").env["WANDB_RUN_ID"] == stored
+    given = launch.worker_env(first.config, {**shared, "WANDB_RUN_ID": "mine"})
+    assert given["WANDB_RUN_ID"] == "mine"
