@@ -475,8 +475,9 @@ def write_report(
         "'oracle' uses the ground-truth decomposition: the ceiling of the template sequencer, which loses "
         "what a decomposition does not carry (e.g. the size of an added object). 'failed' counts items with "
         "no edited image (no parseable decomposition, or a sub-request the tool editor cannot execute). "
-        "The tool editor is exact and the synthetic edits commute, so single- and multi-turn agree here; the "
-        "paper's gap between them comes from diffusion editors, which this demo does not run.",
+        "Single-turn only (the paper's best): the tool editor is exact and the synthetic edits commute, so "
+        "multi-turn gives the same edits here (`python -m inference ... --mode multi` runs it); the paper's gap "
+        "between the two comes from diffusion editors, which this demo does not run.",
         "",
         pipeline_table(pipeline_rows).to_markdown(),
         "",
@@ -605,7 +606,7 @@ def main(argv: list[str] | None = None) -> Path:
         "oracle": run_pipeline(records, out / "pipeline", "oracle", None, ("single",), limit),
         "cold start": run_pipeline(records, out / "pipeline", "sft", str(sft), ("single",), limit),
         "GRPO": run_pipeline(
-            records, out / "pipeline", "grpo", str(grpo["model"]), ("single", "multi", "original"), limit
+            records, out / "pipeline", "grpo", str(grpo["model"]), ("single", "original"), limit
         ),
     }
     if control:
