@@ -25,18 +25,10 @@ from tqdm.auto import tqdm
 from eval.judge import JudgeItem, Judgement, RubricJudge
 from eval.scores import failed_fields, write_scores
 from eval.verifier import PrincipleVerifier, Verification, VerifyItem, principles_for
-from inference.fileio import BadImage, load_rgb, remove_stale_temps, write_text
+from inference.fileio import BadImage, image_hash, load_rgb, remove_stale_temps, write_text
 
 log = logging.getLogger(__name__)
 Scorer = RubricJudge | PrincipleVerifier
-
-
-def image_hash(image: Image.Image) -> str:
-    """sha256 of an image's RGB pixels and size (PNG metadata and compression do not matter)."""
-    rgb = image.convert("RGB")
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
-    return digest.hexdigest()
 
 
 def cache_key(model_id: str, prompt: str, image_hashes: Sequence[str], sampling: Mapping[str, Any]) -> str:
