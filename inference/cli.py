@@ -26,6 +26,8 @@ from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline
 from inference.records import Record, read_records
 
 DEFAULT_LLM = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: The agents' answer journal in the run folder (`--out`), shared by the modes.
+JOURNAL_FILE = ".answers.jsonl"
 
 
 def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -78,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipeline:
-    """Load only what the modes need: the editor always, the VLM only for model agents."""
+def build_pipeline(
+    args: argparse.Namespace, modes: list[str], journal_dir: Path | None = None
+) -> EditingPipeline:
+    """Load only what the modes need: the editor always, the VLM only for model agents. With
+    `journal_dir`, every agent answer is journaled there as it arrives (`inference.journal`), so a
+    killed run asks for none of them again."""
     from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer
     from inference.chat import Sampling
     from inference.editors import make_editor
@@ -97,16 +103,16 @@ def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipelin
             from inference.journal import journaled
 
             llm_kwargs = _key_values(args.llm_opt, "--llm-opt")
-            if args.timeout is not None:
+            timeout = getattr(args, "timeout", None)  # the app's flags have none
+            if timeout is not None:
                 if args.backend not in ("openai", "gemini"):
                     raise SystemExit(
                         f"--timeout is for the HTTP backends (openai, gemini), not {args.backend}"
                     )
-                llm_kwargs["timeout_s"] = args.timeout
-            # every agent answer is journaled the moment it arrives: a killed run re-asks nothing
-            backend = journaled(
-                make_backend(args.backend, args.llm_model, **llm_kwargs), args.out, ".answers.jsonl"
-            )
+                llm_kwargs["timeout_s"] = timeout
+            backend = make_backend(args.backend, args.llm_model, **llm_kwargs)
+            if journal_dir is not None:
+                backend = journaled(backend, journal_dir, JOURNAL_FILE)
         sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
         agent_kw = dict(sampling=sampling, max_attempts=args.max_attempts)
         decomposer = (
@@ -150,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         items = list(read_records(args.records))
         if args.limit is not None:
             items = items[: args.limit]
-    pipeline = build_pipeline(args, modes)
+    pipeline = build_pipeline(args, modes, journal_dir=args.out)
     failed = 0
     code = 0
     for mode in modes:

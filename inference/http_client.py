@@ -151,7 +151,6 @@ class CircuitBreaker:
                     f" ({self.attempts[kind]} of {total} so far, {self.successes} answered); stopped."
                     f" {_hint(kind)}"
                 )
-                log.error("%s", self.reason)
 
 
 def _hint(kind: str) -> str:

@@ -301,6 +301,7 @@ def test_sigkill_of_the_data_prep_parent_ends_its_workers(tmp_path):
     ]
     argv += ["--out", str(tmp_path / "out"), "--sample", "-1", "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
     try:
         _deadline(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None, 60, "two workers")
         workers = _children(proc.pid)
@@ -311,8 +312,9 @@ def test_sigkill_of_the_data_prep_parent_ends_its_workers(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for worker in _children(proc.pid):
-            os.kill(worker, signal.SIGKILL)
+        for worker in workers | _children(proc.pid):  # never leave an orphan, even when the test fails
+            if _alive(worker):
+                os.kill(worker, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------- flags
@@ -350,3 +352,14 @@ def test_every_http_client_has_a_timeout_flag():
     ).stdout
     assert "--timeout" in help_text
     assert GOOD_JUDGEMENT  # the bench's answer is what the judge parses
+
+
+def test_a_zero_byte_image_has_one_reason_wherever_it_comes_from(tmp_path):
+    from inference.fileio import BadImage, load_image
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for source in (empty, str(empty), b"", {"bytes": b"", "path": None}, {"bytes": None, "path": str(empty)}):
+        with pytest.raises(BadImage) as info:
+            load_image(source)
+        assert info.value.reason == "missing_image", source
