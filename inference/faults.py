@@ -192,6 +192,8 @@ class FaultyChatServer(LocalHTTPServer):
         self._released = threading.Event()
         self._answers = 0
         self.held_requests = 0
+        #: `time.monotonic()` of the first request (None before it).
+        self.first_request_at: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -258,6 +260,9 @@ class FaultyChatServer(LocalHTTPServer):
             with self._lock:
                 self.total += 1
             return self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
+        with self._lock:
+            if self.first_request_at is None:
+                self.first_request_at = time.monotonic()
         if self._hold(handler):
             return None
         with self._lock:

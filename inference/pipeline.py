@@ -276,6 +276,13 @@ class EditingPipeline:
             t0 = time.perf_counter()
             try:
                 return self._edit(mode, images[i], items[i], plans[i])
+            except ServerDown:
+                raise  # a dead editor endpoint stops the run (no failed traces to skip later)
+            except EditorError as exc:
+                if isinstance(exc.__cause__, ServerDown):  # a multi-turn step met the dead endpoint
+                    raise exc.__cause__ from None
+                traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
+                return None
             except Exception as exc:  # noqa: BLE001
                 traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
                 return None

@@ -363,3 +363,23 @@ def test_a_zero_byte_image_has_one_reason_wherever_it_comes_from(tmp_path):
         with pytest.raises(BadImage) as info:
             load_image(source)
         assert info.value.reason == "missing_image", source
+
+
+def test_a_dead_editor_endpoint_stops_the_pipeline_without_failed_traces(tmp_path):
+    """A hosted editor answering only 503: the run stops (ServerDown) after a few requests instead of
+    failing every item one by one (each failed trace is an item a rerun skips)."""
+    from inference.editors import make_editor
+    from inference.pipeline import EditingPipeline, OracleDecomposer, OracleSequencer
+    from inference.records import read_records
+    from inference.synthetic_items import write_synthetic_eval_set
+
+    records = list(read_records(write_synthetic_eval_set(tmp_path / "data", 12, seed=1)))
+    with LocalServer(lambda request: (503, {}, b'{"error": {"message": "overloaded"}}')) as server:
+        editor = make_editor("openai_images", base_url=server.url, api_key_env=None, backoff_s=0.001)
+        pipeline = EditingPipeline(editor, OracleDecomposer(), OracleSequencer(), batch_size=4)
+        with pytest.raises(ServerDown, match="HTTP 503"):
+            pipeline.run(records, tmp_path / "runs", "single", progress=False)
+        assert len(server.requests) < 20
+    # only the first item, whose own retries ran out before the breaker had seen enough, has a trace
+    traces = list((tmp_path / "runs" / "single").glob("*.json"))
+    assert len(traces) <= 1 and all("HTTP 503" in json.loads(t.read_text())["error"] for t in traces)
