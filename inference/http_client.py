@@ -22,6 +22,7 @@ import os
 import random
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -147,9 +148,8 @@ class CircuitBreaker:
                 first = "the first " if not self.successes else "the last "
                 total = sum(self.attempts.values())
                 self.reason = (
-                    f"{self.url} is not answering: {first}{self._streak} requests all failed with {kind}"
-                    f" ({self.attempts[kind]} of {total} so far, {self.successes} answered); stopped."
-                    f" {_hint(kind)}"
+                    f"{self.url}: {first}{self._streak} requests all failed with {kind}"
+                    f" ({self.attempts[kind]} of {total} so far, {self.successes} answered). {_hint(kind)}"
                 )
 
 
@@ -241,8 +241,19 @@ def post(
         if attempt < policy.max_retries:
             wait = policy.delay(attempt + 1, retry_after)
             log.debug("POST %s: %s; retry %d/%d in %.2fs", shown, last, attempt + 1, policy.max_retries, wait)
-            STOP.wait(wait)
+            _backoff(wait, breaker)
     raise HTTPRequestError(f"POST {shown} failed after {policy.max_retries + 1} attempts: {last}")
+
+
+def _backoff(seconds: float, breaker: CircuitBreaker | None) -> None:
+    """Sleep `seconds`, waking early when the run stops or the breaker opens (so a dead server's
+    stage ends as soon as it is known dead, not after every thread's backoff)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if breaker is not None and breaker.reason is not None:
+            return
+        if STOP.wait(min(left, 0.05)):
+            return
 
 
 def data_url(image: Image.Image) -> str:

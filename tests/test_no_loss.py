@@ -28,7 +28,7 @@ from inference.prompts import user_message
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Mild enough that the reruns are quick with the command lines' default backoff.
-SOME_FAULTS = {"500": 0.2, "malformed": 0.2, "dropped": 0.05}
+SOME_FAULTS = {"500": 0.1, "malformed": 0.1, "dropped": 0.05}
 
 
 @pytest.fixture(scope="module")
