@@ -2,12 +2,12 @@
 
 A stage that keeps nothing, or loses more than `--max-loss` of what it saw (default: half), exits
 1 with one summary line naming the top reasons; an error is one clear line on stderr, exit 2 (the
-traceback with `--debug`); a dead server (`inference.http_client.ServerDown`) is one line too, exit 2.
-SIGTERM and Ctrl-C stop the run: no new request is sent (`inference.http_client.STOP`), what
-has arrived is already journaled (`inference.journal`), and the command exits 128 + the signal
-number (143, 130) with one line saying a rerun resumes. Success exits 0. Each package's `main(argv)` returns the code and
-raises on errors (callers in Python see the exception); its `cli(argv)`, what `python -m` runs,
-turns the exception into the line.
+traceback with `--debug`); a dead server (`inference.http_client.ServerDown`) is one line too,
+exit 2. SIGTERM and Ctrl-C stop the run: no new request is sent (`inference.http_client.STOP`),
+what has arrived is already journaled (`inference.journal`), and the command exits 128 + the
+signal number (143, 130) with one line saying a rerun resumes. Success exits 0. Each package's
+`main(argv)` returns the code and raises on errors (callers in Python see the exception); its
+`cli(argv)`, what `python -m` runs, turns the exception into the line.
 """
 
 from __future__ import annotations
