@@ -7,6 +7,7 @@ leaves no worker behind."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -176,6 +177,17 @@ def test_the_breaker_trips_on_a_wrong_key_model_or_dead_server_and_hides_secrets
     assert all("\n" not in e and "<h1>" not in e for e in errors)  # one line, no body without --debug
 
 
+def test_the_server_body_is_shown_only_with_debug_logging(caplog):
+    html = b"<html>\n<h1>Bad gateway</h1>\n</html>"
+    with LocalServer(lambda request: (400, {"Content-Type": "text/html"}, html)) as server:
+        url = server.url + "/v1/chat/completions"
+        quiet = _post_until_down(url, CircuitBreaker(url), n=1)
+        with caplog.at_level(logging.DEBUG, logger="inference.http_client"):
+            loud = _post_until_down(url, CircuitBreaker(url), n=1)
+    assert quiet == [f"POST {url} failed: HTTP 400"]
+    assert "<h1>Bad gateway</h1>" in loud[0] and "\n" not in loud[0]
+
+
 def test_connection_refused_trips_the_breaker():
     with LocalServer(lambda request: (200, {}, b"{}")) as server:
         url = server.url + "/v1/chat/completions"
@@ -197,9 +209,11 @@ def test_sporadic_500s_never_trip_the_breaker():
 # ---------------------------------------------------------------------------------------- SIGTERM
 
 
-def test_sigterm_keeps_every_answer_received_and_exits_non_zero(stages, tmp_path):
-    """The judge gets SIGTERM while requests hang on a frozen server (after 4 answers arrived): it
-    exits 143 at once with one line, its journal is whole, and a rerun asks only for the rest."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_keeps_every_answer_received_and_exits_non_zero(stages, tmp_path, signum):
+    """The judge gets SIGTERM (or Ctrl-C) while requests hang on a frozen server (after 4 answers
+    arrived): it exits 143 (130) at once with one line, its journal is whole, and a rerun asks only
+    for the rest."""
     stage = stages["judge"]
     server = FaultyChatServer(stage.answer, {}, item_key=messages_key, hold_after=4, max_seconds=60)
     with server:
@@ -209,10 +223,10 @@ def test_sigterm_keeps_every_answer_received_and_exits_non_zero(stages, tmp_path
         assert server.held.wait(30), "the server never froze"
         journal = tmp_path / "cache" / "answers.jsonl"
         _deadline(lambda: journal.is_file() and len(journal.read_bytes().splitlines()) >= 4, 20, "4 answers")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 143, err
-        assert err.strip().splitlines()[-1].startswith("eval judge: stopped by SIGTERM")
+        assert proc.returncode == 128 + signum, err
+        assert err.strip().splitlines()[-1].startswith(f"eval judge: stopped by {signum.name}")
         assert len(AnswerJournal(tmp_path / "cache" / "answers.jsonl")) == 4
         server.release()
         rerun = subprocess.run(stage.argv(server.url, tmp_path), capture_output=True, text=True, timeout=60)
