@@ -183,7 +183,8 @@ class TeacherAnnotator:
     def annotate(self, records: Iterable[Record], report: Report) -> Iterator[Annotation]:
         """Annotations in input order, at most `max_concurrency` requests in flight."""
         window: deque[Future] = deque()
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+        try:
 
             def drain_one() -> Annotation:
                 result = window.popleft().result()
@@ -216,6 +217,9 @@ class TeacherAnnotator:
                     yield drain_one()
             while window:
                 yield drain_one()
+
+        finally:  # done, or stopping: finish the records in flight (a dead teacher's fail at once), drop the rest
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _done(value: Any) -> Future:

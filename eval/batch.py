@@ -192,22 +192,21 @@ def judge_run(
         desc=f"judge {run_folder.name}",
         disable=not progress,
     )
+    pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(run_batch, b): b for b in batches}
-            for future in as_completed(futures):
-                batch = futures[future]
-                for p, result in zip(batch, future.result(), strict=True):
-                    fields = _result_fields(result)
-                    rows[p.index] = rows[p.index] | fields
-                    if result.ok:
-                        cache.put(
-                            p.key, {"fields": fields, "answers": result.answers, "model": scorer.model_id}
-                        )
-                bar.update(len(batch))
-                if on_batch_done is not None:
-                    on_batch_done(len(batch))
-    finally:
+        futures = {pool.submit(run_batch, b): b for b in batches}
+        for future in as_completed(futures):
+            batch = futures[future]
+            for p, result in zip(batch, future.result(), strict=True):
+                fields = _result_fields(result)
+                rows[p.index] = rows[p.index] | fields
+                if result.ok:
+                    cache.put(p.key, {"fields": fields, "answers": result.answers, "model": scorer.model_id})
+            bar.update(len(batch))
+            if on_batch_done is not None:
+                on_batch_done(len(batch))
+    finally:  # done, or stopping: finish the batches in flight (a dead server's fail at once), drop the rest
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     done = [r for r in rows if r is not None]
     write_scores(out_path, done)

@@ -296,11 +296,14 @@ class OpenAIBackend(ChatBackend):
         self.breaker.check()
         if len(conversations) <= 1:
             return [self._result(i, c, sampling, on_result) for i, c in enumerate(conversations)]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations)))
+        try:
             futures = [
                 pool.submit(self._result, i, c, sampling, on_result) for i, c in enumerate(conversations)
             ]
             return [f.result() for f in futures]
+        finally:  # all done, or the stage is stopping: never wait here for a request still in flight
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
         """All completions, raising the first failure (prefer `chat`, which keeps the good answers)."""

@@ -84,6 +84,8 @@ def run_cli(
         raise
     except ServerDown as exc:
         print(f"{prog}: stopped: {exc}", file=sys.stderr)
+        if command_line:  # leave now: a request still in flight to the dead server may hang
+            _exit_now(EXIT_ERROR)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line; --debug the traceback
         if "--debug" in argv:
@@ -104,14 +106,23 @@ def _stop_now(prog: str, signum: int) -> None:
     are dropped (waiting for them could take a whole timeout); every answer that arrived is in a
     journal, and every output file is written atomically, so nothing half-written is left."""
     from inference.http_client import STOP
+
+    STOP.set()
+    print(f"{prog}: {_STOPPED.format(name=signal.Signals(signum).name)}", file=sys.stderr)
+    _exit_now(128 + signum)
+
+
+def _exit_now(code: int) -> None:
+    """End the process without waiting for worker threads (requests in flight), once the answer
+    journals have finished the line they are writing and the output streams are flushed."""
+    from inference.http_client import STOP
     from inference.journal import settle_journals
 
     STOP.set()
     settle_journals(timeout_s=5.0)
-    print(f"{prog}: {_STOPPED.format(name=signal.Signals(signum).name)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(128 + signum)
+    os._exit(code)
 
 
 def _install(signum: int, handler):
