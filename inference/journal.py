@@ -109,7 +109,11 @@ class AnswerJournal:
         return self._answers.get(key)
 
     def put(self, key: str, texts: Sequence[str]) -> None:
-        """Append one answer, durable (fsync'd) when this returns."""
+        """Append one answer, durable (fsync'd) when this returns.
+
+        The line is written under the lock (once `write` returns it is in the kernel: a killed
+        process cannot lose it), the fsync (against a machine crash) outside it, so answers that
+        arrive together are each written at once and share their fsyncs."""
         texts = tuple(redact(t) for t in texts)
         line = (json.dumps({"key": key, "texts": list(texts)}, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
@@ -121,8 +125,12 @@ class AnswerJournal:
             view = memoryview(line)
             while view:
                 view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
             self._answers[key] = texts
+            fd = self._fd
+        try:
+            os.fsync(fd)
+        except OSError:  # closed meanwhile by `close`, which ends the journal's use
+            pass
 
     def __len__(self) -> int:
         return len(self._answers)
