@@ -179,6 +179,35 @@ def _shards(
         yield shard
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when its parent dies, whatever killed the parent
+    (SIGKILL included, where no cleanup code of the parent runs). Linux: the kernel sends SIGKILL
+    (`prctl(PR_SET_PDEATHSIG)`); elsewhere a daemon thread polls the parent pid once a second."""
+    import signal
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError):  # not Linux: watch the parent instead
+        import threading
+        import time
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
 def build_eval_set(
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -231,7 +260,12 @@ def build_eval_set(
         raise ValueError(f"{out} holds a run with other settings ({settings_path}); use a fresh --out")
     write_json(settings_path, settings)
 
-    pool = ProcessPoolExecutor(workers) if workers > 0 else None
+    # workers end with this process, however it ends (no orphans after a SIGKILL)
+    pool = (
+        ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+        if workers > 0
+        else None
+    )
     total = len(ranks) if ranks is not None else len(table)
     bar = tqdm(total=total, desc=f"{source} rows", disable=not progress, mininterval=1)
     try:
@@ -269,7 +303,7 @@ def build_eval_set(
     finally:
         bar.close()
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     return _assemble(out, sample if ranks is not None else None, ground_truth)
 
 
@@ -463,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--cache", default="outputs/cache/teacher")
     an.add_argument("--concurrency", type=int, default=4)
     an.add_argument("--retries", type=int, default=2, help="retries of invalid answers")
+    an.add_argument(
+        "--timeout", type=float, help="seconds to wait for one answer of an HTTP teacher (default 120)"
+    )
     an.add_argument("--no-progress", action="store_true")
 
     rl = sub.add_parser("rl", help="records with decompositions -> verl RL/SFT + EasyR1 parquet")
@@ -533,6 +570,8 @@ def _run(args: argparse.Namespace) -> int:
             kwargs["api_key_env"] = args.api_key_env or None
         if args.base_url:
             kwargs["base_url"] = args.base_url
+        if args.timeout is not None:
+            kwargs["timeout_s"] = args.timeout
         backend = make_backend(args.backend, args.model, **kwargs)
         annotator = TeacherAnnotator(backend, args.cache, args.concurrency, invalid_retries=args.retries)
         report = Report()

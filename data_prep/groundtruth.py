@@ -4,19 +4,19 @@ teacher VLM through any `inference.chat.ChatBackend` (an OpenAI-compatible endpo
 
 The annotator runs a bounded number of requests at once, retries failed calls with backoff,
 retries invalid answers (then rejects and counts them), validates through the shared protocol
-and caches every raw answer on disk keyed by model + prompt + image hash + sampling, so a rerun
-costs nothing. API keys stay in the environment: anything written (cache, report, outputs, log
-lines) passes through `redact`, which masks the values of secret-looking environment variables.
+and journals every raw answer the moment it arrives (`inference.journal`, keyed by model + prompt
++ image hash + sampling, in `<cache>/answers.jsonl`), so a rerun, even after a SIGKILL, asks for
+nothing it was already told. API keys stay in the environment: anything written (journal,
+report, outputs, log lines) passes through `redact`, which masks the values of secret-looking
+environment variables. A dead teacher stops the run (`inference.http_client.ServerDown`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -28,24 +28,17 @@ from typing import Any
 from PIL import Image
 
 from data_prep.report import Report
-from inference.chat import ChatBackend, Sampling
-from inference.fileio import atomic_open, remove_stale_temps, write_jsonl
+from inference.chat import ChatBackend, ChatResult, Sampling
+from inference.fileio import remove_stale_temps, write_jsonl
+from inference.http_client import redact
+from inference.journal import journaled
 from inference.prompts import decomposition_prompt, user_message
 from inference.protocol import Decomposition, parse_decomposition
 from inference.records import Record
 
 log = logging.getLogger(__name__)
 
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Mask the values of secret-looking environment variables and bearer tokens in `text`."""
-    text = str(text)
-    for name, value in os.environ.items():
-        if _SECRET_NAME.search(name) and value and len(value) >= 6 and value in text:
-            text = text.replace(value, "***")
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{6,}", r"\1***", text)
+__all__ = ["redact", "read_ground_truth", "attach_ground_truth", "TeacherAnnotator", "write_annotations"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,52 +87,6 @@ def attach_ground_truth(
 
 
 # ---------------------------------------------------------------------------------------------
-# Cache
-
-
-def image_digest(image: Image.Image) -> str:
-    h = hashlib.sha256()
-    h.update(f"{image.mode}{image.size}".encode())
-    h.update(image.tobytes())
-    return h.hexdigest()
-
-
-class AnswerCache:
-    """One JSON file per (model, prompt, image, sampling, attempt) key under `root`."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        remove_stale_temps(self.root)  # entries a killed run was writing
-
-    @staticmethod
-    def key(model: str, prompt: str, image_hash: str, sampling: Sampling, attempt: int) -> str:
-        blob = json.dumps(
-            {
-                "model": model,
-                "prompt": prompt,
-                "image": image_hash,
-                "sampling": sampling.to_dict(),
-                "attempt": attempt,
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> str | None:
-        try:
-            return json.loads(self._path(key).read_text(encoding="utf-8"))["answer"]
-        except (FileNotFoundError, ValueError, KeyError):
-            return None
-
-    def put(self, key: str, model: str, answer: str) -> None:
-        with atomic_open(self._path(key)) as fh:
-            json.dump({"model": model, "answer": redact(answer)}, fh, ensure_ascii=False)
-
-
-# ---------------------------------------------------------------------------------------------
 # Teacher annotation
 
 
@@ -167,7 +114,8 @@ def valid_decomposition(answer: str) -> Decomposition | None:
 
 
 class TeacherAnnotator:
-    """Annotate records with a teacher VLM: bounded concurrency, retries, validation, disk cache."""
+    """Annotate records with a teacher VLM: bounded concurrency, retries, validation, and an answer
+    journal in `cache_dir` (every answer kept as it arrives)."""
 
     def __init__(
         self,
@@ -181,8 +129,7 @@ class TeacherAnnotator:
         max_new_tokens: int = 512,
         sleep=time.sleep,
     ):
-        self.backend = backend
-        self.cache = AnswerCache(cache_dir)
+        self.backend = journaled(backend, cache_dir)
         self.max_concurrency = max(1, max_concurrency)
         self.invalid_retries = invalid_retries
         self.call_retries = call_retries
@@ -196,14 +143,15 @@ class TeacherAnnotator:
         temperature = 0.0 if attempt == 0 else 0.7
         return Sampling(temperature=temperature, max_new_tokens=self.max_new_tokens, n=1, seed=attempt)
 
-    def _call(self, conversation, sampling: Sampling) -> str:
-        """The teacher's answer to one request; a failed request is retried (with jittered backoff)
-        unless the server refused it for good. Raises RuntimeError (redacted) when it never answers."""
+    def _call(self, conversation, sampling: Sampling) -> ChatResult:
+        """The teacher's answer to one request (from the journal, or asked); a failed request is
+        retried (with jittered backoff) unless the server refused it for good. Raises RuntimeError
+        (redacted) when it never answers, `ServerDown` when the server is dead."""
         result = None
         for call in range(self.call_retries + 1):
             result = self.backend.chat([conversation], sampling)[0]
             if result.ok:
-                return result.texts[0]
+                return result
             if not result.retryable:
                 break
             if call < self.call_retries:
@@ -215,22 +163,16 @@ class TeacherAnnotator:
         raise RuntimeError(redact(result.error if result is not None else "no call made"))
 
     def annotate_one(self, record_id: str, instruction: str, image: Image.Image) -> Annotation:
-        prompt = decomposition_prompt(instruction)
-        conversation = user_message(prompt, [image])
-        digest = image_digest(image)
+        conversation = user_message(decomposition_prompt(instruction), [image])
         all_cached = True
         raw = None
         for attempt in range(self.invalid_retries + 1):
-            sampling = self.sampling(attempt)
-            key = self.cache.key(self.backend.model_id, prompt, digest, sampling, attempt)
-            raw = self.cache.get(key)
-            if raw is None:
-                all_cached = False
-                try:
-                    raw = self._call(conversation, sampling)
-                except RuntimeError as exc:
-                    return Annotation(record_id, None, None, attempt + 1, False, error=str(exc))
-                self.cache.put(key, self.backend.model_id, raw)
+            try:
+                result = self._call(conversation, self.sampling(attempt))
+            except RuntimeError as exc:
+                return Annotation(record_id, None, None, attempt + 1, False, error=str(exc))
+            raw = redact(result.texts[0])
+            all_cached = all_cached and result.cached
             gt = valid_decomposition(raw)
             if gt is not None:
                 return Annotation(record_id, gt, raw, attempt + 1, all_cached)
@@ -241,7 +183,8 @@ class TeacherAnnotator:
     def annotate(self, records: Iterable[Record], report: Report) -> Iterator[Annotation]:
         """Annotations in input order, at most `max_concurrency` requests in flight."""
         window: deque[Future] = deque()
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+        try:
 
             def drain_one() -> Annotation:
                 result = window.popleft().result()
@@ -275,6 +218,9 @@ class TeacherAnnotator:
             while window:
                 yield drain_one()
 
+        finally:  # done, or stopping: finish the records in flight (a dead teacher's fail at once), drop the rest
+            pool.shutdown(wait=True, cancel_futures=True)
+
 
 def _done(value: Any) -> Future:
     future: Future = Future()
@@ -283,13 +229,12 @@ def _done(value: Any) -> Future:
 
 
 def write_annotations(path: str | os.PathLike, annotations: Iterable[Annotation], model: str) -> int:
-    """The importer's JSONL (`read_ground_truth` reads it back): accepted annotations only."""
+    """The importer's JSONL (`read_ground_truth` reads it back): accepted annotations only. Nothing
+    accepted: no file is written (an empty ground truth would pass for a finished one); returns 0."""
     remove_stale_temps(Path(path).parent, recursive=False, target=Path(path).name)
-    return write_jsonl(
-        path,
-        (
-            {"id": a.id, "decomposition": a.decomposition.to_ground_truth(), "model": model}
-            for a in annotations
-            if a.decomposition is not None
-        ),
-    )
+    rows = [
+        {"id": a.id, "decomposition": a.decomposition.to_ground_truth(), "model": model}
+        for a in annotations
+        if a.decomposition is not None
+    ]
+    return write_jsonl(path, rows) if rows else 0

@@ -25,18 +25,10 @@ from tqdm.auto import tqdm
 from eval.judge import JudgeItem, Judgement, RubricJudge
 from eval.scores import failed_fields, write_scores
 from eval.verifier import PrincipleVerifier, Verification, VerifyItem, principles_for
-from inference.fileio import BadImage, load_rgb, remove_stale_temps, write_text
+from inference.fileio import BadImage, image_hash, load_rgb, remove_stale_temps, write_text
 
 log = logging.getLogger(__name__)
 Scorer = RubricJudge | PrincipleVerifier
-
-
-def image_hash(image: Image.Image) -> str:
-    """sha256 of an image's RGB pixels and size (PNG metadata and compression do not matter)."""
-    rgb = image.convert("RGB")
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
-    return digest.hexdigest()
 
 
 def cache_key(model_id: str, prompt: str, image_hashes: Sequence[str], sampling: Mapping[str, Any]) -> str:
@@ -200,22 +192,21 @@ def judge_run(
         desc=f"judge {run_folder.name}",
         disable=not progress,
     )
+    pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(run_batch, b): b for b in batches}
-            for future in as_completed(futures):
-                batch = futures[future]
-                for p, result in zip(batch, future.result(), strict=True):
-                    fields = _result_fields(result)
-                    rows[p.index] = rows[p.index] | fields
-                    if result.ok:
-                        cache.put(
-                            p.key, {"fields": fields, "answers": result.answers, "model": scorer.model_id}
-                        )
-                bar.update(len(batch))
-                if on_batch_done is not None:
-                    on_batch_done(len(batch))
-    finally:
+        futures = {pool.submit(run_batch, b): b for b in batches}
+        for future in as_completed(futures):
+            batch = futures[future]
+            for p, result in zip(batch, future.result(), strict=True):
+                fields = _result_fields(result)
+                rows[p.index] = rows[p.index] | fields
+                if result.ok:
+                    cache.put(p.key, {"fields": fields, "answers": result.answers, "model": scorer.model_id})
+            bar.update(len(batch))
+            if on_batch_done is not None:
+                on_batch_done(len(batch))
+    finally:  # done, or stopping: finish the batches in flight (a dead server's fail at once), drop the rest
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     done = [r for r in rows if r is not None]
     write_scores(out_path, done)

@@ -3,9 +3,12 @@
 * parser: rubric answers/s over mixed answer styles, against `json.loads` on the bare-JSON subset
   (the floor any parser pays);
 * batch judging of a 64-item synthetic run folder: cold (load, hash, ask, cache) vs a cached rerun;
-* report generation from the fixture score files.
+* report generation from the fixture score files;
+* the fault bench (`python -m eval.fault_bench`): requests per item under injected faults, answers
+  bought per item when a judge, teacher or pipeline is SIGKILLed and rerun, and how fast a dead
+  server stops each of them, next to the figures before the answer journal and circuit breaker.
 
-Prints a table and writes outputs/bench/eval.json.
+Prints tables and writes outputs/bench/eval.json and outputs/bench/faults.json.
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def main() -> None:
 
     out = write_text(Path("outputs/bench/eval.json"), json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
+    from eval import fault_bench
+
+    print("== eval.fault_bench")
+    fault_bench.main([])
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "--concurrency", type=int, default=None, help="batches in flight (default 4 over HTTP, else 1)"
     )
+    judge.add_argument(
+        "--timeout", type=float, help="seconds to wait for one answer of an HTTP judge (default 120)"
+    )
     judge.add_argument("--batch-size", type=int, default=8)
     judge.add_argument("--retries", type=int, default=2)
     judge.add_argument("--max-new-tokens", type=int, default=512)
@@ -143,6 +146,8 @@ def make_scorer(args: argparse.Namespace):
             kwargs["base_url"] = args.base_url
         if args.api_key_env is not None:
             kwargs["api_key_env"] = args.api_key_env or None
+        if getattr(args, "timeout", None) is not None:
+            kwargs["timeout_s"] = args.timeout
     elif args.backend == "transformers" and args.device:
         kwargs["device"] = args.device
     backend = make_backend(args.backend, args.model, **kwargs)
@@ -166,11 +171,15 @@ def _run(args: argparse.Namespace) -> int:
     """One subcommand; returns the exit code (judging loses items: `inference.outcome.verdict`)."""
     if args.command == "judge":
         from eval.batch import judge_run, summarize
+        from inference.journal import journaled
 
         concurrency = args.concurrency or (4 if args.backend in ("openai", "gemini") else 1)
+        scorer = make_scorer(args)
+        # every answer is journaled the moment it arrives (a killed judge re-asks nothing it was told)
+        scorer.backend = journaled(scorer.backend, args.cache or args.out.parent / ".judge_cache")
         rows = judge_run(
             args.run,
-            make_scorer(args),
+            scorer,
             args.out,
             benchmark=args.benchmark,
             evaluator=args.evaluator,

@@ -9,11 +9,13 @@ HTTP) live in `inference.chat_backends` and are built by name with `inference.ch
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 Conversation = list[dict[str, Any]]
+#: Called with (index in the batch, result) the moment one conversation's result is known.
+OnResult = Callable[[int, "ChatResult"], None]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ChatResult:
     texts: tuple[str, ...] = ()
     error: str | None = None
     retryable: bool = True
+    #: True when the answer came from an answer journal (`inference.journal`), not the model.
+    cached: bool = False
 
     @property
     def ok(self) -> bool:
@@ -80,6 +84,10 @@ class ChatBackend(abc.ABC):
     Engines implement `generate` (the whole batch, may raise); when it raises, `chat` asks item by
     item so one bad item cannot fail its batch. Backends that see each request's fate on its own
     (HTTP) override `chat` directly.
+
+    `chat(..., on_result=f)` calls `f(index, result)` as soon as each result is known (an HTTP
+    answer the moment it arrives; a local engine's after each of its `batch_size` chunks), so an
+    answer journal keeps it even if the process dies before the batch ends.
     """
 
     #: Model identifier recorded in traces and cache keys.
@@ -89,8 +97,22 @@ class ChatBackend(abc.ABC):
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
         """`sampling.n` completions for each conversation, in input order; raises if the batch fails."""
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
-        """One result per conversation (answer or error), in input order."""
+    def chat(
+        self, conversations: Sequence[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[ChatResult]:
+        """One result per conversation (answer or error), in input order; chunks of the engine's
+        `batch_size` (all at once without one), each chunk's results reported when it returns."""
+        step = int(getattr(self, "batch_size", 0) or 0) or max(1, len(conversations))
+        out: list[ChatResult] = []
+        for start in range(0, len(conversations), step):
+            chunk = self._chat_chunk(conversations[start : start + step], sampling)
+            if on_result is not None:
+                for offset, result in enumerate(chunk):
+                    on_result(start + offset, result)
+            out += chunk
+        return out
+
+    def _chat_chunk(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
         if not conversations:
             return []
         try:

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from inference.chat import ChatBackend, ChatResult, Conversation, Sampling, failed, require
-from inference.http_client import RetryPolicy, api_key_from_env, data_url, post
+from inference.chat import ChatBackend, ChatResult, Conversation, OnResult, Sampling, failed, require
+from inference.http_client import CircuitBreaker, RetryPolicy, ServerDown, api_key_from_env, data_url, post
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,10 @@ class OpenAIBackend(ChatBackend):
 
     Every conversation is its own request with its own fate: `chat` returns one `ChatResult` per
     request, so a failure costs only its own item. Timeouts and retries (408/429/5xx, malformed
-    200s, dropped connections; exponential backoff, Retry-After) follow `policy`; the API key is
-    read from the environment variable `api_key_env` (None: no Authorization header).
+    200s, dropped connections; exponential backoff, Retry-After) follow `policy` (`timeout_s`
+    overrides its timeout); the API key is read from the environment variable `api_key_env` (None:
+    no Authorization header). A `CircuitBreaker` stops everything with `ServerDown` when the first
+    answers are all the same failure (a dead server, a wrong URL, model or key).
     """
 
     def __init__(
@@ -259,13 +261,23 @@ class OpenAIBackend(ChatBackend):
         policy: RetryPolicy = RetryPolicy(),
         send_seed: bool = True,
         extra_body: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        trip_after: int = 8,
     ):
+        import dataclasses
+
         import httpx
 
         self.model_id = model
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_concurrency = max(1, int(max_concurrency))
+        if timeout_s is not None:
+            if float(timeout_s) <= 0:
+                raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+            policy = dataclasses.replace(policy, timeout_s=float(timeout_s))
         self.policy = policy
+        #: Stops everything after `trip_after` identical failures before any answer (see http_client).
+        self.breaker = CircuitBreaker(self.url, trip_after=max(1, int(trip_after)))
         self.send_seed = send_seed
         self.extra_body = dict(extra_body or {})
         key = api_key_from_env(api_key_env)
@@ -300,24 +312,48 @@ class OpenAIBackend(ChatBackend):
         return body
 
     def _one(self, conversation: Conversation, sampling: Sampling) -> list[str]:
-        body = post(self._client, self.url, self.policy, json=self.payload(conversation, sampling))
+        body = post(
+            self._client,
+            self.url,
+            self.policy,
+            json=self.payload(conversation, sampling),
+            breaker=self.breaker,
+        )
         choices = sorted(body.get("choices") or [], key=lambda c: c.get("index", 0))
         texts = [(c.get("message") or {}).get("content") or "" for c in choices]
         if len(texts) < sampling.n:
             raise RuntimeError(f"{self.url} returned {len(texts)} choices, asked for n={sampling.n}")
         return texts[: sampling.n]
 
-    def _result(self, conversation: Conversation, sampling: Sampling) -> ChatResult:
+    def _result(
+        self, index: int, conversation: Conversation, sampling: Sampling, on_result: OnResult | None
+    ) -> ChatResult:
         try:
-            return ChatResult(texts=tuple(self._one(conversation, sampling)))
+            result = ChatResult(texts=tuple(self._one(conversation, sampling)))
+        except ServerDown:
+            raise  # the whole stage stops, not this item
         except Exception as exc:  # noqa: BLE001 - this request's failure, recorded as its result
-            return failed(exc)
+            result = failed(exc)
+        if on_result is not None:
+            on_result(index, result)  # in this thread, the moment the answer arrived
+        return result
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[ChatResult]:
+    def chat(
+        self, conversations: Sequence[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[ChatResult]:
+        """One request per conversation, `max_concurrency` at once; raises `ServerDown` when the
+        circuit breaker opens (the answers that arrived were reported to `on_result` already)."""
+        self.breaker.check()
         if len(conversations) <= 1:
-            return [self._result(c, sampling) for c in conversations]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations))) as pool:
-            return list(pool.map(lambda c: self._result(c, sampling), conversations))
+            return [self._result(i, c, sampling, on_result) for i, c in enumerate(conversations)]
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations)))
+        try:
+            futures = [
+                pool.submit(self._result, i, c, sampling, on_result) for i, c in enumerate(conversations)
+            ]
+            return [f.result() for f in futures]
+        finally:  # all done, or the stage is stopping: never wait here for a request still in flight
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[str]]:
         """All completions, raising the first failure (prefer `chat`, which keeps the good answers)."""

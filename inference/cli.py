@@ -26,6 +26,8 @@ from inference.pipeline import MAX_IMAGE_PIXELS, MODES, EditingPipeline
 from inference.records import Record, read_records
 
 DEFAULT_LLM = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: The agents' answer journal in the run folder (`--out`), shared by the modes.
+JOURNAL_FILE = ".answers.jsonl"
 
 
 def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -57,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="transformers", help="transformers, vllm, openai, gemini")
     p.add_argument("--llm-model", default=DEFAULT_LLM, help="decomposition/sequencing VLM (folder or id)")
     p.add_argument("--llm-opt", action="append", metavar="KEY=VALUE", help="backend constructor keyword")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for one answer of an HTTP backend (openai, gemini; default 120)",
+    )
     p.add_argument("--decomposer", choices=("model", "ground_truth"), default="model")
     p.add_argument("--sequencer", choices=("vlm", "template", "ground_truth"), default="vlm")
     p.add_argument("--temperature", type=float, default=0.0, help="agents' sampling temperature (0: greedy)")
@@ -73,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipeline:
-    """Load only what the modes need: the editor always, the VLM only for model agents."""
+def build_pipeline(
+    args: argparse.Namespace, modes: list[str], journal_dir: Path | None = None
+) -> EditingPipeline:
+    """Load only what the modes need: the editor always, the VLM only for model agents. With
+    `journal_dir`, every agent answer is journaled there as it arrives (`inference.journal`), so a
+    killed run asks for none of them again."""
     from inference.agents import DecompositionAgent, TemplateSequencer, VLMSequencer
     from inference.chat import Sampling
     from inference.editors import make_editor
@@ -89,8 +100,19 @@ def build_pipeline(args: argparse.Namespace, modes: list[str]) -> EditingPipelin
         backend = None
         if args.decomposer == "model" or args.sequencer == "vlm":
             from inference.chat_backends import make_backend
+            from inference.journal import journaled
 
-            backend = make_backend(args.backend, args.llm_model, **_key_values(args.llm_opt, "--llm-opt"))
+            llm_kwargs = _key_values(args.llm_opt, "--llm-opt")
+            timeout = getattr(args, "timeout", None)  # the app's flags have none
+            if timeout is not None:
+                if args.backend not in ("openai", "gemini"):
+                    raise SystemExit(
+                        f"--timeout is for the HTTP backends (openai, gemini), not {args.backend}"
+                    )
+                llm_kwargs["timeout_s"] = timeout
+            backend = make_backend(args.backend, args.llm_model, **llm_kwargs)
+            if journal_dir is not None:
+                backend = journaled(backend, journal_dir, JOURNAL_FILE)
         sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
         agent_kw = dict(sampling=sampling, max_attempts=args.max_attempts)
         decomposer = (
@@ -134,15 +156,28 @@ def _run(args: argparse.Namespace) -> int:
         items = list(read_records(args.records))
         if args.limit is not None:
             items = items[: args.limit]
-    pipeline = build_pipeline(args, modes)
+    pipeline = build_pipeline(args, modes, journal_dir=args.out)
     failed = 0
     code = 0
     for mode in modes:
         s = pipeline.run(items, args.out, mode, retry_errors=args.retry_errors, progress=not args.no_progress)
         failed += s.failed
+        if s.skipped_failed:
+            print(
+                f"inference {mode}: skipped {s.skipped_failed} item(s) that failed in an earlier run"
+                f" (errors in their traces in {s.run_dir}); rerun with --retry-errors to try them again",
+                file=sys.stderr,
+            )
         if s.done and args.image is None:
             reasons = _error_reasons(s.run_dir, s.failed)
             code = max(code, verdict(f"inference {mode}", s.done, s.done - s.failed, reasons, args.max_loss))
+        elif not s.usable and (s.skipped or s.invalid):
+            print(
+                f"inference {mode}: FAILED: nothing usable: none of the {s.skipped + s.invalid} items has an"
+                " output without an error",
+                file=sys.stderr,
+            )
+            code = max(code, 1)
         print(
             json.dumps(
                 {
@@ -151,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
                     "done": s.done,
                     "failed": s.failed,
                     "skipped": s.skipped,
+                    "skipped_failed": s.skipped_failed,
                     "duplicates": s.duplicates,
                     "invalid_ids": s.invalid,
                     "seconds": round(s.seconds, 3),

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from inference.fileio import png_bytes
-from inference.http_client import RetryPolicy, api_key_from_env, decode_image, post
+from inference.http_client import CircuitBreaker, RetryPolicy, api_key_from_env, decode_image, post
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,8 @@ class _HTTPEditor(Editor):
         if api_key_env and not self._key:
             log.warning("environment variable %s is not set; calling %s without a key", api_key_env, base_url)
         self._client = httpx.Client()
+        #: A dead editor endpoint stops the run after a few requests (`ServerDown`), not item by item.
+        self.breaker = CircuitBreaker(self.base_url)
 
     def settings(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "match_input_size": self.match_input_size, **self.params}
@@ -222,6 +224,7 @@ class OpenAIImagesEditor(_HTTPEditor):
             data=fields,
             files=files,
             headers=headers,
+            breaker=self.breaker,
         )
         data = body.get("data") or []
         if not data:
@@ -272,7 +275,12 @@ class GeminiEditor(_HTTPEditor):
         headers = {"x-goog-api-key": self._key} if self._key else {}
         url = f"{self.base_url}/models/{self.model_id}:generateContent"
         body = post(
-            self._client, url, self.policy, json=self.payload(image, instruction, seed), headers=headers
+            self._client,
+            url,
+            self.policy,
+            json=self.payload(image, instruction, seed),
+            headers=headers,
+            breaker=self.breaker,
         )
         texts = []
         for cand in body.get("candidates") or []:

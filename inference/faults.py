@@ -12,6 +12,10 @@ The server keeps per-item books (`item_key(payload)` names the item): requests, 
 answers sent, and requests that arrived for an item already answered (a client that re-asks what it
 was already told). It is bounded: after `max_requests` requests, or `max_seconds` after start, it
 answers 503 to everything and says so in `exhausted`.
+
+`hold_after=N` freezes the server once it has sent N good answers: later requests wait (unanswered,
+uncounted in the items' books) until `release()`, and `held` is set. The fault bench kills its
+client at that moment, so "killed after 40% of the answers arrived" is exact, not a race.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import http.server
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -49,6 +54,13 @@ def text_of(payload: Mapping[str, Any]) -> str:
 def default_item_key(payload: Mapping[str, Any]) -> str:
     """The item of a request: a digest of its text parts."""
     return hashlib.sha256(text_of(payload).encode()).hexdigest()[:16]
+
+
+def messages_key(payload: Mapping[str, Any]) -> str:
+    """The item of a request: a digest of its whole messages, images included (items that share a
+    request text but not an image stay apart; retries with another sampling stay together)."""
+    blob = json.dumps(payload.get("messages"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -88,6 +100,17 @@ def send(
         pass
 
 
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A client that went away (killed, timed out) is no server error: no traceback for it."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class LocalHTTPServer(abc.ABC):
     """A threaded HTTP server on 127.0.0.1 (a free port) that hands every GET and POST to
     `handle(handler, request)`; `request` has method, path, headers (lower-cased names) and body
@@ -114,7 +137,7 @@ class LocalHTTPServer(abc.ABC):
 
             do_GET = do_POST = _handle
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -149,6 +172,7 @@ class FaultyChatServer(LocalHTTPServer):
         slow_s: float = 1.0,
         max_requests: int = 2000,
         max_seconds: float = 120.0,
+        hold_after: int | None = None,
     ):
         unknown = set(rates) - set(FAULTS)
         if unknown:
@@ -162,6 +186,14 @@ class FaultyChatServer(LocalHTTPServer):
         self.total = 0
         self.exhausted = False
         self.seed = seed
+        self.hold_after = hold_after
+        #: Set when `hold_after` good answers were sent and the server froze.
+        self.held = threading.Event()
+        self._released = threading.Event()
+        self._answers = 0
+        self.held_requests = 0
+        #: `time.monotonic()` of the first request (None before it).
+        self.first_request_at: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -186,7 +218,25 @@ class FaultyChatServer(LocalHTTPServer):
                 "faults": dict(sorted(faults.items())),
                 "requests_after_answer": sum(b.after_answer for b in self.items.values()),
                 "exhausted": self.exhausted,
+                "held_requests": self.held_requests,
             }
+
+    def release(self) -> None:
+        """Unfreeze a held server: the held requests are dropped, later ones answered as usual."""
+        self.hold_after = None
+        self._released.set()
+
+    def _hold(self, handler: http.server.BaseHTTPRequestHandler) -> bool:
+        """Whether this request met a frozen server (then it waits for `release` and gets no answer)."""
+        with self._lock:
+            if self.hold_after is None or self._answers < self.hold_after:
+                return False
+            self.held.set()
+            self.total += 1
+            self.held_requests += 1
+        self._released.wait(self.max_seconds)
+        handler.close_connection = True
+        return True
 
     def _draw(self, key: str, count: int) -> str:
         """The outcome of the `count`-th request for item `key`: fixed by (seed, item, count), so the
@@ -210,6 +260,11 @@ class FaultyChatServer(LocalHTTPServer):
             with self._lock:
                 self.total += 1
             return self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
+        with self._lock:
+            if self.first_request_at is None:
+                self.first_request_at = time.monotonic()
+        if self._hold(handler):
+            return None
         with self._lock:
             self.total += 1
             over = self.total > self.max_requests or time.monotonic() - self._started > self.max_seconds
@@ -237,6 +292,7 @@ class FaultyChatServer(LocalHTTPServer):
         else:
             with self._lock:
                 books.answered += 1
+                self._answers += 1
         n = int(payload.get("n") or 1)
         choices = [
             {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -257,4 +313,5 @@ class FaultyChatServer(LocalHTTPServer):
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
+        self._released.set()
         super().__exit__(*exc)

@@ -18,6 +18,7 @@ write a hidden temp file `.<name>.<random>.tmp` in the target folder, then `os.r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -55,6 +56,15 @@ class BadImage(ValueError):
 
 
 # ---------------------------------------------------------------------------------------- images
+
+
+def image_hash(image: Image.Image) -> str:
+    """sha256 of an image's RGB pixels and size (PNG metadata and compression do not matter): the
+    image part of every cache key (judge cache, answer journal)."""
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
 
 
 def check_fit(width: int, height: int, where: str = "image") -> None:
@@ -97,6 +107,8 @@ def _open(source: Any, base_dir: Path | None) -> tuple[Image.Image, str]:
             path = base_dir / path
         if not path.is_file():
             raise BadImage("missing_file", f"no such image file {path}")
+        if path.stat().st_size == 0:  # the same reason as empty bytes in a parquet or HF row
+            raise BadImage("missing_image", f"{path}: empty image file (0 bytes)")
         try:
             return Image.open(path), str(path)
         except Image.DecompressionBombError as exc:

@@ -29,6 +29,7 @@ from inference import fileio
 from inference.agents import AgentResult, DecompositionAgent, Sequencer
 from inference.editors import Editor, EditorError
 from inference.fileio import BadImage
+from inference.http_client import ServerDown
 from inference.protocol import EditPlan, single_turn_instruction
 from inference.records import Record
 
@@ -127,9 +128,16 @@ class RunSummary:
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    #: Of the skipped: items whose earlier trace holds an error (redone only with retry_errors).
+    skipped_failed: int = 0
     duplicates: int = 0
     invalid: int = 0
     seconds: float = 0.0
+
+    @property
+    def usable(self) -> int:
+        """Items of the input with an error-free trace now (this run's and earlier runs')."""
+        return self.done - self.failed + self.skipped - self.skipped_failed
 
 
 class EditingPipeline:
@@ -173,8 +181,8 @@ class EditingPipeline:
                 backend = getattr(agent, "backend", None)
                 out[role] = getattr(backend, "model_id", None) or getattr(agent, "model_id", agent.name)
                 out[f"{role}_agent"] = agent.name
-                if backend is not None:
-                    out[f"{role}_backend"] = type(backend).__name__
+                if backend is not None:  # the engine, not the answer journal around it
+                    out[f"{role}_backend"] = type(getattr(backend, "backend", backend)).__name__
                 if getattr(agent, "sampling", None) is not None:
                     out[f"{role}_sampling"] = agent.sampling.to_dict()
         return out
@@ -268,6 +276,13 @@ class EditingPipeline:
             t0 = time.perf_counter()
             try:
                 return self._edit(mode, images[i], items[i], plans[i])
+            except ServerDown:
+                raise  # a dead editor endpoint stops the run (no failed traces to skip later)
+            except EditorError as exc:
+                if isinstance(exc.__cause__, ServerDown):  # a multi-turn step met the dead endpoint
+                    raise exc.__cause__ from None
+                traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
+                return None
             except Exception as exc:  # noqa: BLE001
                 traces[i]["error"] = f"editor {self.editor.name}: {_err(exc)}"
                 return None
@@ -299,6 +314,8 @@ class EditingPipeline:
             remember = True
             try:
                 results = call(todo)
+            except ServerDown:
+                raise  # a dead server stops the run: no failed trace to skip on the rerun
             except Exception as exc:  # noqa: BLE001 - a whole-stage failure is every item's error
                 remember = False  # e.g. a backend outage: ask again for the next mode
                 results = [
@@ -360,6 +377,7 @@ class EditingPipeline:
         run_dir.mkdir(parents=True, exist_ok=True)
         fileio.remove_stale_temps(run_dir, recursive=False)  # left by a run killed mid-write
         done = done_ids(run_dir, retry_errors=retry_errors)
+        done_ok = done if retry_errors else done_ids(run_dir, retry_errors=True)
         summary = RunSummary(run_dir=run_dir)
         seen: set[str] = set()
         pending: list[Record] = []
@@ -377,6 +395,7 @@ class EditingPipeline:
             seen.add(stem)
             if stem in done:
                 summary.skipped += 1
+                summary.skipped_failed += stem not in done_ok
             else:
                 pending.append(it)
         bar = tqdm(total=len(pending), desc=f"{mode}", unit="item", disable=not progress)

@@ -79,13 +79,17 @@ def test_mild_faults_with_timeouts_and_drops_decomposition_keeps_every_answer():
 
 
 def test_per_item_retries_are_bounded_and_failures_recorded():
-    """A server that always fails: each item costs exactly (HTTP tries) x (judge attempts) requests."""
+    """A server that always fails: each item costs exactly (HTTP tries) x (judge attempts) requests
+    (with the circuit breaker out of the way: it would stop this dead server after 8 requests)."""
     policy = RetryPolicy(timeout_s=0.4, max_retries=2, backoff_s=0.001, max_backoff_s=0.002)
     server = FaultyChatServer(
         lambda payload: GOOD_JUDGEMENT, {"500": 1.0}, item_key=item_of, max_requests=200
     )
     with server:
-        judgements = RubricJudge(_backend(server, policy), retries=1).judge_many(_judge_items(4))
+        backend = OpenAIBackend(
+            "judge", base_url=server.url, api_key_env=None, max_concurrency=8, policy=policy, trip_after=1000
+        )
+        judgements = RubricJudge(backend, retries=1).judge_many(_judge_items(4))
     assert not any(j.ok for j in judgements)
     assert all("HTTP 500" in j.error and "after 2 attempts" in j.error for j in judgements)
     assert [b.requests for b in server.items.values()] == [3 * 2] * 4
