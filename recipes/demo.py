@@ -173,24 +173,48 @@ def train_grpo(out: Path, init: Path, quick: bool, user: list[str]) -> dict[str,
     return result
 
 
-def held_out(validation: Path) -> dict[str, Any]:
-    """verl's own greedy validation of the held-out items before GRPO (step 0) and after (last step):
-    means with bootstrap intervals, and the paired difference."""
-    from eval.bootstrap import bootstrap_difference, bootstrap_mean
+def validation_pairs(validation: Path) -> tuple[tuple[int, int], list[tuple[dict, dict]]] | None:
+    """verl's first and last validation dumps, row by row for the same held-out item. verl writes each
+    dump in the order its agent loop finished, not the data's order, so rows are matched by prompt and
+    ground truth (the n-th occurrence of a repeated pair with the n-th)."""
     from inference.fileio import read_jsonl
 
     files = sorted(validation.glob("*.jsonl"), key=lambda p: int(p.stem))
     if len(files) < 2:
+        return None
+
+    def keyed(path: Path) -> dict[tuple[str, str, int], dict]:
+        seen: dict[tuple[str, str], int] = {}
+        out = {}
+        for row in read_jsonl(path):
+            pair = (str(row.get("input")), str(row.get("gts")))
+            seen[pair] = seen.get(pair, 0) + 1
+            out[(*pair, seen[pair])] = row
+        return out
+
+    first, last = keyed(files[0]), keyed(files[-1])
+    return (int(files[0].stem), int(files[-1].stem)), [(first[k], last[k]) for k in first if k in last]
+
+
+def held_out(validation: Path) -> dict[str, Any]:
+    """verl's own greedy validation of the held-out items before GRPO (step 0) and after (last step):
+    means with bootstrap intervals, and the paired difference over the same items."""
+    from eval.bootstrap import bootstrap_difference, bootstrap_mean
+
+    found = validation_pairs(validation)
+    if not found:
         return {}
-    first, last = (list(read_jsonl(f)) for f in (files[0], files[-1]))
-    out: dict[str, Any] = {"steps": (int(files[0].stem), int(files[-1].stem)), "items": len(last)}
+    steps, pairs = found
+    out: dict[str, Any] = {"steps": steps, "items": len(pairs)}
     for key in ("score", "format", "action", "subject", "goal"):
-        before = [float(r[key]) for r in first if r.get(key) is not None]
-        after = [float(r[key]) for r in last if r.get(key) is not None]
-        if before and after:
-            out[key] = {"before": bootstrap_mean(before), "after": bootstrap_mean(after)}
-            if len(before) == len(after):
-                out[key]["delta"] = bootstrap_difference(after, before)
+        both = [(a[key], b[key]) for a, b in pairs if a.get(key) is not None and b.get(key) is not None]
+        if both:
+            before, after = [float(a) for a, _ in both], [float(b) for _, b in both]
+            out[key] = {
+                "before": bootstrap_mean(before),
+                "after": bootstrap_mean(after),
+                "delta": bootstrap_difference(after, before),
+            }
     return out
 
 
@@ -362,17 +386,15 @@ def verl_validation_table(held: dict[str, Any]):
 
 def sample_generations(validation: Path, n: int = 4) -> list[str]:
     """A few held-out answers at verl's first and last validation, with their reward components."""
-    from inference.fileio import read_jsonl
-
-    files = sorted(validation.glob("*.jsonl"), key=lambda p: int(p.stem))
-    if len(files) < 2:
+    found = validation_pairs(validation)
+    if not found:
         return []
-    first, last = (list(read_jsonl(f)) for f in (files[0], files[-1]))
+    (first_step, last_step), pairs = found
     lines = [
-        f"Held-out answers at verl's validation, step {files[0].stem} (cold start) and step {files[-1].stem} (after GRPO):",
+        f"Held-out answers at verl's validation, step {first_step} (cold start) and step {last_step} (after GRPO):",
         "",
     ]
-    for before, after in list(zip(first, last, strict=False))[:n]:
+    for before, after in pairs[:n]:
         request = str(before.get("input", "")).split('Request: "', 1)[-1].split('"\n', 1)[0]
         lines.append(f"- request: {request!r}")
         for label, row in (("cold start", before), ("GRPO", after)):
