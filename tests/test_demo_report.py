@@ -114,3 +114,25 @@ def test_health_curves_png_and_cli(tmp_path):
     (tmp_path / "empty.jsonl").write_text('{"step": 1, "data": {"x": 1}}\n')
     with pytest.raises(ValueError, match="no learning-health metrics"):
         plot_health_curves(tmp_path / "empty.jsonl", tmp_path / "e.png")
+
+
+def test_verl_validation_dumps_are_paired_by_item_not_by_line(tmp_path):
+    """verl writes each validation dump in the order its agent loop finished: the same items, shuffled."""
+    from recipes.demo import held_out
+
+    items = [(f"request {i}", f'{{"actions": ["a{i}"]}}') for i in range(30)] + [
+        ("request 0", '{"actions": ["a0"]}')
+    ]
+    # the repeated prompt and ground truth (two images, same text) scores alike: which pairs with which is moot
+    first = [{"input": q, "gts": g, "score": 0.2 + 0.01 * (n % 30)} for n, (q, g) in enumerate(items)]
+    last = [{**row, "score": row["score"] + 0.1} for row in first][::-1]  # every item +0.1, order reversed
+    (tmp_path / "0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
+    (tmp_path / "20.jsonl").write_text("".join(json.dumps(r) + "\n" for r in last))
+    held = held_out(tmp_path)
+    assert held["steps"] == (0, 20) and held["items"] == 31
+    delta = held["score"]["delta"]
+    assert (
+        delta.mean == pytest.approx(0.1)
+        and delta.low == pytest.approx(0.1)
+        and delta.high == pytest.approx(0.1)
+    )
