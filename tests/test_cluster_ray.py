@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import LocalRayCluster, actors_by_class, token_auth
+from ray_nodes import LocalRayCluster, actors_by_class, poll, token_auth
 
 from recipes import demo
 
@@ -176,3 +176,116 @@ def test_make_submit_runs_on_both_nodes(cluster):
     assert placed[TRAINER_CLASS] == node_ids and placed[ROLLOUT_CLASS] == node_ids, placed
     assert metric_steps(root / "submitted.jsonl") == [1, 2]
     assert (root / "ckpt_submitted" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+
+
+def tracker_step(ckpt: Path) -> int | None:
+    tracker = ckpt / "latest_checkpointed_iteration.txt"
+    text = tracker.read_text().strip() if tracker.exists() else ""
+    return int(text) if text else None
+
+
+def complete_step(ckpt: Path, step: int, ranks: int = 2) -> bool:
+    """A checkpoint verl can load: every rank's model, optimizer and extra state, and the dataloader."""
+    actor = ckpt / f"global_step_{step}" / "actor"
+    names = [
+        f"{kind}_world_size_{ranks}_rank_{r}.pt"
+        for kind in ("model", "optim", "extra_state")
+        for r in range(ranks)
+    ]
+    return all((actor / n).is_file() for n in names) and (ckpt / f"global_step_{step}" / "data.pt").is_file()
+
+
+def test_losing_a_node_ends_the_run_naming_it_and_the_next_run_resumes(cluster):
+    """SIGKILL of the second node's processes (raylet, agents, its trainer rank and rollout server) after
+    the step-2 checkpoint: the run ends with an error naming the lost node within a bounded time, not a
+    hang; once a node is back, the same command resumes from step 2."""
+    root = cluster.tmp
+    ckpt = root / "ckpt_lost"
+    lost = next(n for n in cluster.alive_nodes() if not n["is_head_node"])
+    run = make("train", cluster, cluster.gcs, short_run(root, "lost", 8), root / "lost.jsonl")
+    try:
+        from ray_nodes import poll
+
+        poll(
+            "the step-2 checkpoint", lambda: tracker_step(ckpt) == 2 or run.poll() is not None, 600, every=0.2
+        )
+        assert run.poll() is None, "the run ended before the node could be lost"
+        killed_at = time.monotonic()
+        cluster.kill_node(1)
+        out, _ = run.communicate(timeout=600)
+        to_error = time.monotonic() - killed_at
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0
+    assert lost["node_id"] in out or lost["node_id"][:8] in out, out[-6000:]
+    steps = metric_steps(root / "lost.jsonl")
+    left = sorted(p.name for p in ckpt.iterdir())
+    print(
+        f"node {lost['node_id'][:8]} lost: error after {to_error:.0f} s; last logged step {steps[-1]}, "
+        f"last checkpoint {tracker_step(ckpt)} ({steps[-1] - tracker_step(ckpt)} step(s) to redo); files {left}"
+    )
+    assert complete_step(ckpt, tracker_step(ckpt))
+
+    cluster.add_node()  # the node comes back (a new raylet, a new node id)
+    out = finish(make("train", cluster, cluster.gcs, short_run(root, "lost", 4), root / "lost_resumed.jsonl"))
+    assert "Training from scratch" not in out
+    assert metric_steps(root / "lost_resumed.jsonl")[0] == 3  # resumed after step 2
+    assert tracker_step(ckpt) == 4
+
+
+def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one(cluster):
+    """Every process of the run (driver, trainer ranks, rollout servers) SIGKILLed the moment the step-4
+    save starts (its folder appears): verl writes latest_checkpointed_iteration.txt only after every
+    rank's files and data.pt (verl/trainer/ppo/v1/trainer_base.py:1010-1025), so it still names step 2,
+    which is complete, and the next run resumes there."""
+    root = cluster.tmp
+    ckpt = root / "ckpt_killed"
+    before = actors_by_class(cluster)
+    run = make(
+        "train",
+        cluster,
+        cluster.gcs,
+        short_run(root, "killed", 6),
+        root / "killed.jsonl",
+        start_new_session=True,
+    )
+    try:
+        poll(
+            "the step-2 checkpoint", lambda: tracker_step(ckpt) == 2 or run.poll() is not None, 600, every=0.2
+        )
+        poll(
+            "the step-4 save",
+            lambda: (ckpt / "global_step_4").exists() or run.poll() is not None,
+            300,
+            every=0.005,
+        )
+        assert run.poll() is None, "the run ended before the save"
+        from ray.util.state import list_actors
+
+        with token_auth(cluster):
+            actors = list_actors(address=cluster.url, limit=10000, detail=True, raise_on_missing_output=False)
+        pids = [a.pid for a in actors if a.actor_id not in before and a.state == "ALIVE" and a.pid]
+        os.killpg(os.getpgid(run.pid), 9)
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        run.wait(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    mid_save = not complete_step(ckpt, 4)
+    step = tracker_step(ckpt)
+    assert step in (2, 4) and complete_step(ckpt, step), sorted(p.name for p in ckpt.rglob("*"))
+    print(
+        f"SIGKILL at the step-4 save: tracker says {step}; step 4 {'partial' if mid_save else 'complete'} "
+        f"({sorted(p.name for p in (ckpt / 'global_step_4').rglob('*'))})"
+    )
+    out = finish(
+        make("train", cluster, cluster.gcs, short_run(root, "killed", 6), root / "killed_resumed.jsonl")
+    )
+    assert "Training from scratch" not in out
+    assert metric_steps(root / "killed_resumed.jsonl")[0] == step + 1
+    assert tracker_step(ckpt) == 6
