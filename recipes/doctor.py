@@ -781,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for make train")
     args = parser.parse_args(argv)
     if args.address:  # a client of a running cluster: the token mode its head may use (launch.ray_auth_env)
-        os.environ.update(launch.ray_auth_env())
+        os.environ.update(launch.ray_auth_env(args.address))
     try:
         if args.wait_nodes is not None:
             if not args.address:

@@ -20,14 +20,39 @@ def test_a_cpu_recipe_takes_nodes_and_gpus_only_for_several_nodes():
     assert two.command[7:9] == ["trainer.nnodes=2", "trainer.n_gpus_per_node=1"]
 
 
-def test_clients_of_a_token_cluster_choose_token_mode(tmp_path):
+def test_token_mode_only_for_a_cluster_that_wants_it(tmp_path):
+    """Token mode is chosen only when a token is at hand and the cluster refuses a client without one
+    (a token-mode driver on a cluster without auth loses its actors); a mode the user set wins. The
+    real clusters of tests/test_cluster_ray.py exercise the token side."""
+    import http.server
+    import threading
+
     token = tmp_path / "auth_token"
-    assert launch.ray_auth_env({"RAY_AUTH_TOKEN_PATH": str(token)}) == {}  # no token, nothing to say
-    token.write_text("0123")
-    assert launch.ray_auth_env({"RAY_AUTH_TOKEN_PATH": str(token)}) == {"RAY_AUTH_MODE": "token"}
-    assert launch.ray_auth_env({"RAY_AUTH_TOKEN": "0123"}) == {"RAY_AUTH_MODE": "token"}
-    # a mode the user set is a choice: kept
-    assert launch.ray_auth_env({"RAY_AUTH_TOKEN": "0123", "RAY_AUTH_MODE": "disabled"}) == {}
+
+    class Dashboard(http.server.BaseHTTPRequestHandler):
+        status = 401
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(self.status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        env = {"RAY_AUTH_TOKEN_PATH": str(token)}
+        assert launch.ray_auth_env(url, env) == {}  # no token at hand: nothing to say
+        token.write_text("0123")
+        assert launch.ray_auth_env(url, env) == {"RAY_AUTH_MODE": "token"}
+        assert launch.ray_auth_env(url, {"RAY_AUTH_TOKEN": "0123"}) == {"RAY_AUTH_MODE": "token"}
+        assert launch.ray_auth_env(url, {**env, "RAY_AUTH_MODE": "disabled"}) == {}  # the user's choice
+        Dashboard.status = 200  # a cluster without auth
+        assert launch.ray_auth_env(url, env) == {}
+    finally:
+        server.shutdown()
 
 
 def test_interface_variables_reach_the_workers():
