@@ -83,6 +83,10 @@ class LocalRayCluster:
 
     def add_node(self) -> subprocess.Popen:
         index = len(self.nodes)
+        alive = 0
+        if index:
+            with token_auth(self):
+                alive = len(self.alive_nodes())
         agent_http, agent_grpc, metrics, runtime_env, manager, objects, client = free_ports(7)
         args = [
             str(VENV_BIN / "ray"),
@@ -120,7 +124,7 @@ class LocalRayCluster:
             start_new_session=True,
         )
         self.nodes.append(proc)
-        self.wait_alive(index + 1, timeout=180)
+        self.wait_alive(alive + 1, timeout=180)
         return proc
 
     def alive_nodes(self) -> list[dict]:
@@ -194,3 +198,64 @@ def actors_by_class(cluster: LocalRayCluster) -> dict[str, dict]:
         a.actor_id: {"class": a.class_name, "node": a.node_id, "state": a.state, "job": a.job_id}
         for a in actors
     }
+
+
+class PeakMemory:
+    """The peak of the summed PSS (and the RSS at that moment) of every process under `roots` (pids),
+    sampled every half second from /proc/*/smaps_rollup in a thread: what a run costs the machine (PSS
+    counts shared pages once)."""
+
+    def __init__(self, roots: list[int]):
+        import threading
+
+        self.roots, self.peak_pss, self.rss_at_peak, self.procs = list(roots), 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def add(self, pid: int) -> None:
+        self.roots.append(pid)
+
+    def _tree(self) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        seen, todo = set(), list(self.roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen.add(pid)
+                todo += children.get(pid, [])
+        return seen
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            pss = rss = 0
+            pids = self._tree()
+            for pid in pids:
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            pss += int(line.split()[1])
+                        elif line.startswith("Rss:"):
+                            rss += int(line.split()[1])
+                except OSError:
+                    continue
+            if pss > self.peak_pss:
+                self.peak_pss, self.rss_at_peak, self.procs = pss, rss, len(pids)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def __str__(self) -> str:
+        gib = 1024 * 1024
+        return f"peak PSS {self.peak_pss / gib:.1f} GiB (RSS {self.rss_at_peak / gib:.1f} GiB, {self.procs} processes)"

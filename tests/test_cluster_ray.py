@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import LocalRayCluster, actors_by_class, poll, token_auth
+from ray_nodes import LocalRayCluster, PeakMemory, actors_by_class, poll, token_auth
 
 from recipes import demo
 
@@ -133,7 +133,10 @@ def test_make_train_joins_two_nodes_checkpoints_and_resumes(cluster):
     assert len(node_ids) == 2
     before = actors_by_class(cluster)
     started = time.monotonic()
-    out = finish(make("train", cluster, cluster.gcs, short_run(root, "joined", 2), root / "joined.jsonl"))
+    with PeakMemory([n.pid for n in cluster.nodes]) as memory:
+        run = make("train", cluster, cluster.gcs, short_run(root, "joined", 2), root / "joined.jsonl")
+        memory.add(run.pid)
+        out = finish(run)
     first_s = time.monotonic() - started
     placed = new_actors(cluster, before)
     assert placed[TRAINER_CLASS] == node_ids, placed  # one FSDP rank per node
@@ -155,7 +158,9 @@ def test_make_train_joins_two_nodes_checkpoints_and_resumes(cluster):
     assert "Training from scratch" not in out
     assert metric_steps(root / "joined.jsonl")[-1] == 3
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
-    print(f"NODES=2 make train: {first_s:.0f} s for 2 steps; resume to 3: {time.monotonic() - started:.0f} s")
+    print(
+        f"NODES=2 make train: {first_s:.0f} s for 2 steps, {memory}; resume to 3: {time.monotonic() - started:.0f} s"
+    )
 
 
 def test_make_submit_runs_on_both_nodes(cluster):
