@@ -435,7 +435,7 @@ def interface_warning(results: Sequence[tuple[str, dict]], driver_env: dict[str,
     )
 
 
-def run_probe(config: DictConfig, address: str) -> list[tuple[str, dict]]:
+def run_probe(config: DictConfig, address: str, in_job: bool = False) -> list[tuple[str, dict]]:
     """_probe_paths in one Ray task on every alive node, under the runtime_env verl's main_ppo will
     pass to ray.init (main_ppo.py:64-72): what verl's workers will find there."""
     import uuid
@@ -460,7 +460,8 @@ def run_probe(config: DictConfig, address: str) -> list[tuple[str, dict]]:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             refs = [
                 probe.options(
-                    runtime_env=env,
+                    # inside a submitted job the tasks inherit the job's runtime_env, as verl's workers do
+                    **({} if in_job else {"runtime_env": env}),
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False),
                 ).remote(resolved, shared, str(marker) if marker else None)
                 for n in nodes
@@ -477,8 +478,8 @@ def run_probe(config: DictConfig, address: str) -> list[tuple[str, dict]]:
     ]
 
 
-def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str) -> Finding:
-    results = run_probe(launch_plan.config, address)
+def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str, in_job: bool = False) -> Finding:
+    results = run_probe(launch_plan.config, address, in_job=in_job)
     problems, wrong_env = [], []
     resolved = OmegaConf.create(OmegaConf.to_container(launch_plan.config, resolve=True))
     driver_files = {path: _fingerprint(path) for path in shared_paths(resolved)}
@@ -509,6 +510,66 @@ def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str) -> Finding
     )
     network = interface_warning(results, {**os.environ, **launch_plan.env})
     return [ok, network] if network else ok
+
+
+#: What a probe job prints before its findings (JSON), for `check_submitted_paths` to find in its logs.
+PROBE_MARK = "# doctor probe findings: "
+PROBE_ENV = "IMAGEEDIT_DOCTOR_PROBE"
+
+
+def check_submitted_paths(
+    launch_plan: launch.LaunchPlan, address: str, timeout: float = 300
+) -> list[Finding]:
+    """`make submit`'s workers probed where they will run: a small Ray job with the very runtime_env the
+    training job gets (`launch.submit_spec`: the uploaded checkout, the forwarded environment) runs the
+    per-node probe of `check_cluster_paths` on every node (code, data, model files the same as on the
+    job's driver node, the checkpoint folder shared, the environment, the interfaces). The recipe and
+    overrides travel in the job's environment, so the probe job's entry point names no run."""
+    import json
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    spec = launch.submit_spec(launch_plan)
+    spec["env_vars"][PROBE_ENV] = json.dumps(
+        {"recipe": launch_plan.recipe, "overrides": launch_plan.overrides}
+    )
+    python = os.environ.get("SUBMIT_PYTHON", "python")
+    client = JobSubmissionClient(address)
+    job = client.submit_job(entrypoint=f"{python} -m recipes.doctor --probe-job", runtime_env=spec)
+    deadline = time.monotonic() + timeout
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if time.monotonic() > deadline:
+            client.stop_job(job)
+            return [Finding("cluster", "fail", f"the probe job {job} did not finish in {timeout:.0f} s")]
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    lines = [line for line in logs.splitlines() if line.startswith(PROBE_MARK)]
+    if not lines:
+        return [Finding("cluster", "fail", f"the probe job {job} printed no findings: {logs[-1500:]}")]
+    return [Finding(**f) for f in json.loads(lines[-1][len(PROBE_MARK) :])]
+
+
+def probe_job_main() -> int:
+    """Inside the probe job of `check_submitted_paths`: the per-node probe, its findings as JSON."""
+    import json
+    from dataclasses import asdict
+
+    given = json.loads(os.environ[PROBE_ENV])
+    config = launch.compose(given["recipe"], given["overrides"])
+    env = launch.worker_env(config)
+    env.pop("PYTHONPATH", None)  # the job's working_dir is on its workers' sys.path
+    plan = launch.LaunchPlan(given["recipe"], given["overrides"], config, [], env)
+    from recipes import doctor  # this module by its name, not __main__: the probe ships by value from it
+
+    try:
+        findings = _as_list(doctor.check_cluster_paths(plan, "auto", in_job=True))
+    except Exception as err:
+        findings = [Finding("cluster", "fail", f"{type(err).__name__}: {err}")]
+    for f in findings:
+        f.detail = "job's " + f.detail if f.status == "ok" else f.detail
+    print(PROBE_MARK + json.dumps([asdict(f) for f in findings]), flush=True)
+    return 0
 
 
 # --- image budget and prompt lengths -----------------------------------------------------------------
@@ -737,9 +798,11 @@ def run_checks(
     if address and route == "train" and not address.startswith("http"):
         checks.append(("cluster", lambda: _as_list(check_cluster_paths(launch_plan, address))))
         checks.append(("secrets", lambda: check_secrets(os.environ)))
+    elif address and route == "submit" and not dry_run:
+        checks.append(("cluster", lambda: check_submitted_paths(launch_plan, address)))
     elif address:
         why = (
-            "paths resolve in the job's uploaded working_dir"
+            "DRY_RUN: the workers are probed by a small Ray job when you submit"
             if route == "submit"
             else "RAY_ADDRESS is a dashboard URL: the per-node probe needs the GCS address (HOST:6379)"
         )
@@ -778,8 +841,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wait-nodes", type=int, default=None, help="only wait until this many Ray nodes joined --address"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait-nodes")
+    parser.add_argument("--probe-job", action="store_true", help=argparse.SUPPRESS)  # check_submitted_paths
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for make train")
     args = parser.parse_args(argv)
+    if args.probe_job:
+        return probe_job_main()
     if args.address:  # a client of a running cluster: the token mode its head may use (launch.ray_auth_env)
         os.environ.update(launch.ray_auth_env(args.address))
     try:
