@@ -21,6 +21,18 @@ VENV_BIN = Path(sys.executable).parent
 LAUNCHER_ONLY = ("VERL_", "WANDB_", "HF_", "TRANSFORMERS_", "PYTHONPATH", "RAY_ADDRESS", "RAY_AUTH_MODE")
 
 
+#: recipes/demo.py's QUICK_BATCH (2 prompts x 4 rollouts) split over two trainer ranks: 4 sequences per
+#: rank, so micro batches of 4 (verl asserts the rank's share divides into micro batches).
+TWO_NODE_BATCH = [
+    "data.train_batch_size=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+    "actor_rollout_ref.rollout.n=4",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
+]
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:

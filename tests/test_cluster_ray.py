@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import LocalRayCluster, PeakMemory, actors_by_class, poll, token_auth
-
-from recipes import demo
+from ray_nodes import TWO_NODE_BATCH, LocalRayCluster, PeakMemory, actors_by_class, poll, token_auth
 
 pytestmark = pytest.mark.cluster
 
@@ -46,7 +44,7 @@ def short_run(root: Path, name: str, steps: int) -> list[str]:
         "trainer.save_freq=2",
         "trainer.test_freq=-1",
         "trainer.val_before_train=false",
-        *demo.QUICK_BATCH,
+        *TWO_NODE_BATCH,
     ]
 
 
@@ -209,8 +207,6 @@ def test_losing_a_node_ends_the_run_naming_it_and_the_next_run_resumes(cluster):
     lost = next(n for n in cluster.alive_nodes() if not n["is_head_node"])
     run = make("train", cluster, cluster.gcs, short_run(root, "lost", 8), root / "lost.jsonl")
     try:
-        from ray_nodes import poll
-
         poll(
             "the step-2 checkpoint", lambda: tracker_step(ckpt) == 2 or run.poll() is not None, 600, every=0.2
         )

@@ -22,9 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import free_ports, poll
-
-from recipes import demo
+from ray_nodes import TWO_NODE_BATCH, free_ports, poll
 
 pytestmark = pytest.mark.cluster
 
@@ -86,7 +84,7 @@ def overrides(root: Path, name: str, steps: int) -> list[str]:
         "trainer.save_freq=2",
         "trainer.test_freq=-1",
         "trainer.val_before_train=false",
-        *demo.QUICK_BATCH,
+        *TWO_NODE_BATCH,
     ]
 
 
