@@ -3,7 +3,12 @@ run verl's trainer with trainer.nnodes=2 through both routes: a driver joining t
 (`RAY_ADDRESS=HOST:PORT make train NODES=2 GPUS=1`) and Ray job submission (`make submit`). Ray's own
 state shows the trainer's ranks and the rollout servers on two distinct node ids; checkpoints,
 metrics.jsonl and resume work as on one node; losing the second node mid-run ends the run with an
-error naming it, and the next run resumes from the last complete checkpoint.
+error naming it, a SIGKILL during a checkpoint save leaves the previous one, and each next run resumes
+from the last complete checkpoint.
+
+One run continues the previous one (one experiment, one checkpoint folder), so the five runs in order
+are the scenario: train to 2, submit to 4 (resumed), lose a node after 6, kill during the save of 8,
+finish at 10. Each run costs ~1.5 min of start-up on 2 cores; a test fails if an earlier one did.
 
 Heavy (each run is verl's trainer: ~10 processes per node): `make test-cluster`, not `make test`.
 """
@@ -123,64 +128,6 @@ def new_actors(cluster: LocalRayCluster, before: dict) -> dict[str, set[str]]:
     return out
 
 
-def test_make_train_joins_two_nodes_checkpoints_and_resumes(cluster):
-    """The driver-joining route: FSDP ranks on both nodes (gloo over loopback), a rollout server on each,
-    a checkpoint at step 2, then a second run resumes at step 3."""
-    root = cluster.tmp
-    node_ids = {n["node_id"] for n in cluster.alive_nodes()}
-    assert len(node_ids) == 2
-    before = actors_by_class(cluster)
-    started = time.monotonic()
-    with PeakMemory([n.pid for n in cluster.nodes]) as memory:
-        run = make("train", cluster, cluster.gcs, short_run(root, "joined", 2), root / "joined.jsonl")
-        memory.add(run.pid)
-        out = finish(run)
-    first_s = time.monotonic() - started
-    placed = new_actors(cluster, before)
-    assert placed[TRAINER_CLASS] == node_ids, placed  # one FSDP rank per node
-    assert placed[ROLLOUT_CLASS] == node_ids, placed  # each node serves its replica
-    assert "# doctor: passed" in out and "OK    gpus: 2 node(s), 2 GPU(s)" in out
-    assert "OK    cluster: 2 node(s)" in out  # the per-node probe ran on both
-    assert metric_steps(root / "joined.jsonl") == [1, 2]
-    ckpt = root / "ckpt_joined"
-    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
-    assert sorted(
-        p.name for p in (ckpt / "global_step_2" / "actor").glob("model_world_size_2_rank_*.pt")
-    ) == [
-        "model_world_size_2_rank_0.pt",
-        "model_world_size_2_rank_1.pt",
-    ]  # FSDP sharded over the two nodes' ranks
-
-    started = time.monotonic()
-    out = finish(make("train", cluster, cluster.gcs, short_run(root, "joined", 3), root / "joined.jsonl"))
-    assert "Training from scratch" not in out
-    assert metric_steps(root / "joined.jsonl")[-1] == 3
-    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
-    print(
-        f"NODES=2 make train: {first_s:.0f} s for 2 steps, {memory}; resume to 3: {time.monotonic() - started:.0f} s"
-    )
-
-
-def test_make_submit_runs_on_both_nodes(cluster):
-    """The job-submission route, through the dashboard URL with the token the launcher found."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    root = cluster.tmp
-    node_ids = {n["node_id"] for n in cluster.alive_nodes()}
-    before = actors_by_class(cluster)
-    out = finish(
-        make("submit", cluster, cluster.url, short_run(root, "submitted", 2), root / "submitted.jsonl")
-    )
-    with token_auth(cluster):
-        client = JobSubmissionClient(cluster.url)
-        jobs = [j for j in client.list_jobs() if j.entrypoint and "submitted" in j.entrypoint]
-    assert len(jobs) == 1 and jobs[0].status == JobStatus.SUCCEEDED, out[-4000:]
-    placed = new_actors(cluster, before)
-    assert placed[TRAINER_CLASS] == node_ids and placed[ROLLOUT_CLASS] == node_ids, placed
-    assert metric_steps(root / "submitted.jsonl") == [1, 2]
-    assert (root / "ckpt_submitted" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
-
-
 def tracker_step(ckpt: Path) -> int | None:
     tracker = ckpt / "latest_checkpointed_iteration.txt"
     text = tracker.read_text().strip() if tracker.exists() else ""
@@ -198,17 +145,74 @@ def complete_step(ckpt: Path, step: int, ranks: int = 2) -> bool:
     return all((actor / n).is_file() for n in names) and (ckpt / f"global_step_{step}" / "data.pt").is_file()
 
 
-def test_losing_a_node_ends_the_run_naming_it_and_the_next_run_resumes(cluster):
-    """SIGKILL of the second node's processes (raylet, agents, its trainer rank and rollout server) after
-    the step-2 checkpoint: the run ends with an error naming the lost node within a bounded time, not a
-    hang; once a node is back, the same command resumes from step 2."""
-    root = cluster.tmp
-    ckpt = root / "ckpt_lost"
+NAME = "two_nodes"
+
+
+def run_to(cluster: LocalRayCluster, target: str, steps: int, log: str, **popen) -> subprocess.Popen:
+    address = cluster.url if target == "submit" else cluster.gcs
+    return make(
+        target, cluster, address, short_run(cluster.tmp, NAME, steps), cluster.tmp / f"{log}.jsonl", **popen
+    )
+
+
+def ckpt_of(cluster: LocalRayCluster) -> Path:
+    return cluster.tmp / f"ckpt_{NAME}"
+
+
+def test_1_make_train_joins_two_nodes_and_checkpoints(cluster):
+    """The driver-joining route: FSDP ranks on both nodes (gloo over loopback), a rollout server on each,
+    the preflight's probe on both, metrics and a checkpoint at step 2 sharded over both ranks."""
+    node_ids = {n["node_id"] for n in cluster.alive_nodes()}
+    assert len(node_ids) == 2
+    before = actors_by_class(cluster)
+    started = time.monotonic()
+    with PeakMemory([n.pid for n in cluster.nodes]) as memory:
+        run = run_to(cluster, "train", 2, "run1")
+        memory.add(run.pid)
+        out = finish(run)
+    placed = new_actors(cluster, before)
+    assert placed[TRAINER_CLASS] == node_ids, placed  # one FSDP rank per node
+    assert placed[ROLLOUT_CLASS] == node_ids, placed  # each node serves its replica
+    assert "# doctor: passed" in out and "OK    gpus: 2 node(s), 2 GPU(s)" in out
+    assert "OK    cluster: 2 node(s)" in out  # the per-node probe ran on both
+    assert metric_steps(cluster.tmp / "run1.jsonl") == [1, 2]
+    assert tracker_step(ckpt_of(cluster)) == 2 and complete_step(ckpt_of(cluster), 2)  # both ranks' shards
+    print(
+        f"\n[run 1] make train NODES=2: {time.monotonic() - started:.0f} s for 2 steps, {memory}; nodes {sorted(n[:8] for n in node_ids)}"
+    )
+
+
+def test_2_make_submit_resumes_on_both_nodes(cluster):
+    """The job-submission route, through the dashboard URL with the token the launcher found: the job
+    resumes at step 3 from the first run's checkpoint, on both nodes."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    node_ids = {n["node_id"] for n in cluster.alive_nodes()}
+    before = actors_by_class(cluster)
+    started = time.monotonic()
+    out = finish(run_to(cluster, "submit", 4, "run2"))
+    with token_auth(cluster):
+        client = JobSubmissionClient(cluster.url)
+        jobs = [j for j in client.list_jobs() if j.entrypoint and NAME in j.entrypoint]
+    assert len(jobs) == 1 and jobs[0].status == JobStatus.SUCCEEDED, out[-4000:]
+    assert "OK    cluster: job's 2 node(s)" in out  # the probe job ran on both nodes
+    placed = new_actors(cluster, before)
+    assert placed[TRAINER_CLASS] == node_ids and placed[ROLLOUT_CLASS] == node_ids, placed
+    assert metric_steps(cluster.tmp / "run2.jsonl") == [3, 4]  # resumed after step 2
+    assert tracker_step(ckpt_of(cluster)) == 4
+    print(f"\n[run 2] make submit NODES=2: resumed at 3, {time.monotonic() - started:.0f} s")
+
+
+def test_3_losing_a_node_ends_the_run_naming_it(cluster):
+    """SIGKILL of the second node's processes (raylet, agents, its trainer rank and rollout server) once
+    step 6 is checkpointed: the run ends with an error naming the lost node within a bounded time, not a
+    hang. Then a node comes back (a new raylet, a new node id)."""
+    ckpt = ckpt_of(cluster)
     lost = next(n for n in cluster.alive_nodes() if not n["is_head_node"])
-    run = make("train", cluster, cluster.gcs, short_run(root, "lost", 8), root / "lost.jsonl")
+    run = run_to(cluster, "train", 10, "run3")
     try:
         poll(
-            "the step-2 checkpoint", lambda: tracker_step(ckpt) == 2 or run.poll() is not None, 600, every=0.2
+            "the step-6 checkpoint", lambda: tracker_step(ckpt) == 6 or run.poll() is not None, 600, every=0.2
         )
         assert run.poll() is None, "the run ended before the node could be lost"
         killed_at = time.monotonic()
@@ -220,45 +224,34 @@ def test_losing_a_node_ends_the_run_naming_it_and_the_next_run_resumes(cluster):
             run.kill()
     assert run.returncode != 0
     assert lost["node_id"] in out or lost["node_id"][:8] in out, out[-6000:]
-    steps = metric_steps(root / "lost.jsonl")
-    left = sorted(p.name for p in ckpt.iterdir())
+    steps = metric_steps(cluster.tmp / "run3.jsonl")
+    step = tracker_step(ckpt)
+    assert step == 6 and complete_step(ckpt, 6)
+    errors = [
+        line for line in out.splitlines() if "Error" in line and ("node" in line.lower() or "died" in line)
+    ]
     print(
-        f"node {lost['node_id'][:8]} lost: error after {to_error:.0f} s; last logged step {steps[-1]}, "
-        f"last checkpoint {tracker_step(ckpt)} ({steps[-1] - tracker_step(ckpt)} step(s) to redo); files {left}"
+        f"\n[run 3] node {lost['node_id'][:8]} lost: the run ended after {to_error:.0f} s; last logged step "
+        f"{steps[-1] if steps else None}, last checkpoint {step}; folders {sorted(p.name for p in ckpt.iterdir())}; "
+        f"error: {errors[:2]}"
     )
-    assert complete_step(ckpt, tracker_step(ckpt))
-
-    cluster.add_node()  # the node comes back (a new raylet, a new node id)
-    out = finish(make("train", cluster, cluster.gcs, short_run(root, "lost", 4), root / "lost_resumed.jsonl"))
-    assert "Training from scratch" not in out
-    assert metric_steps(root / "lost_resumed.jsonl")[0] == 3  # resumed after step 2
-    assert tracker_step(ckpt) == 4
+    cluster.add_node()
 
 
-def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one(cluster):
-    """Every process of the run (driver, trainer ranks, rollout servers) SIGKILLed the moment the step-4
-    save starts (its folder appears): verl writes latest_checkpointed_iteration.txt only after every
-    rank's files and data.pt (verl/trainer/ppo/v1/trainer_base.py:1010-1025), so it still names step 2,
-    which is complete, and the next run resumes there."""
-    root = cluster.tmp
-    ckpt = root / "ckpt_killed"
+def test_4_sigkill_during_a_checkpoint_save_keeps_the_previous_one(cluster):
+    """The next run resumes at step 7 (from the last complete checkpoint) on the new node; every process
+    of it (driver, trainer ranks, rollout servers, the TaskRunner) is SIGKILLed the moment the step-8 save
+    starts (its folder appears). verl writes latest_checkpointed_iteration.txt only after every rank's
+    files and data.pt (verl/trainer/ppo/v1/trainer_base.py:1010-1025), so it still names a complete
+    checkpoint, and the last run resumes there and finishes."""
+    ckpt = ckpt_of(cluster)
     before = actors_by_class(cluster)
-    run = make(
-        "train",
-        cluster,
-        cluster.gcs,
-        short_run(root, "killed", 6),
-        root / "killed.jsonl",
-        start_new_session=True,
-    )
+    run = run_to(cluster, "train", 10, "run4", start_new_session=True)
     try:
         poll(
-            "the step-2 checkpoint", lambda: tracker_step(ckpt) == 2 or run.poll() is not None, 600, every=0.2
-        )
-        poll(
-            "the step-4 save",
-            lambda: (ckpt / "global_step_4").exists() or run.poll() is not None,
-            300,
+            "the step-8 save",
+            lambda: (ckpt / "global_step_8").exists() or run.poll() is not None,
+            600,
             every=0.005,
         )
         assert run.poll() is None, "the run ended before the save"
@@ -277,16 +270,21 @@ def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one(cluster):
     finally:
         if run.poll() is None:
             run.kill()
-    mid_save = not complete_step(ckpt, 4)
+    assert metric_steps(cluster.tmp / "run4.jsonl")[0] == 7  # resumed from 6 after the node loss
+    partial = not complete_step(ckpt, 8)
     step = tracker_step(ckpt)
-    assert step in (2, 4) and complete_step(ckpt, step), sorted(p.name for p in ckpt.rglob("*"))
+    assert step in (6, 8) and complete_step(ckpt, step), sorted(
+        str(p.relative_to(ckpt)) for p in ckpt.rglob("*")
+    )
+    assert not (partial and step == 8)  # the tracker never names a partial save
+    left = sorted(str(p.relative_to(ckpt)) for p in (ckpt / "global_step_8").rglob("*"))
     print(
-        f"SIGKILL at the step-4 save: tracker says {step}; step 4 {'partial' if mid_save else 'complete'} "
-        f"({sorted(p.name for p in (ckpt / 'global_step_4').rglob('*'))})"
+        f"\n[run 4] SIGKILL at the step-8 save: tracker {step}; step 8 {'partial' if partial else 'complete'}: {left}"
     )
-    out = finish(
-        make("train", cluster, cluster.gcs, short_run(root, "killed", 6), root / "killed_resumed.jsonl")
-    )
+
+    started = time.monotonic()
+    out = finish(run_to(cluster, "train", 10, "run5"))
     assert "Training from scratch" not in out
-    assert metric_steps(root / "killed_resumed.jsonl")[0] == step + 1
-    assert tracker_step(ckpt) == 6
+    assert metric_steps(cluster.tmp / "run5.jsonl") == list(range(step + 1, 11))
+    assert tracker_step(ckpt) == 10 and complete_step(ckpt, 10)
+    print(f"\n[run 5] resumed at {step + 1}, finished step 10 in {time.monotonic() - started:.0f} s")
