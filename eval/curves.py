@@ -3,7 +3,9 @@
 Two log shapes are read, one JSON object per line:
 
 * ours, written by both trainers: ``{"step": 3, "train/reward/score": 0.41, "train/reward/format": ...}``
-* verl's ``file`` logger (``trainer.logger=[file]``): ``{"step": 3, "data": {...metrics...}}``
+* verl's ``file`` logger (``trainer.logger=[file]``): ``{"step": 3, "data": {...metrics...}}``, with
+  ``"attempt": "..."`` when written by the appending logger the launcher installs (recipes/metrics_log.py):
+  every attempt of a resumed run appends to the same file.
 
 Both become flat dicts with an int ``step``. Metric names come from `reward_fns.components`.
 """
@@ -22,11 +24,13 @@ from reward_fns.components import REWARD_COMPONENTS, SCORE_KEY, train_metric
 
 #: verl's own per-step mean sequence score, used for the overall curve when ours is absent.
 VERL_SCORE_METRIC = "critic/score/mean"
+#: The record key naming the attempt (one trainer start) that wrote it (recipes/metrics_log.py).
+ATTEMPT_KEY = "attempt"
 
 
 def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
     """One log record as a flat dict (verl's file logger nests the metrics under "data")."""
-    flat = {k: v for k, v in record.items() if k != "data"}
+    flat = {k: v for k, v in record.items() if k not in ("data", ATTEMPT_KEY)}
     data = record.get("data")
     if isinstance(data, Mapping):
         flat.update(data)
@@ -34,7 +38,12 @@ def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Per-step metric dicts sorted by step; a step logged twice (resumed run) merges, later values win.
+    """Per-step metric dicts sorted by step, the whole history of a run across its restarts.
+
+    Records of one step from the same attempt merge (verl logs a step's validation in a record of its
+    own), later values winning. A step an earlier attempt logged too (a crash after the last
+    checkpoint, then a resume) is the later attempt's alone: each step appears once, as it was last run.
+    Records without an attempt (verl's own logger, ours) count as one attempt.
 
     `path` is a ``metrics.jsonl`` file or a run folder holding one. A torn last line (a trainer
     killed mid-write) is skipped with a warning; any other bad line is a ValueError naming it.
@@ -46,6 +55,7 @@ def load_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"metrics log not found: {path}")
     lines = path.read_text(encoding="utf-8").split("\n")
     by_step: dict[int, dict[str, Any]] = {}
+    attempt_of: dict[int, Any] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -65,7 +75,9 @@ def load_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not isinstance(step, int) or isinstance(step, bool):
             raise ValueError(f"{path}:{number}: missing or non-integer 'step': {line[:200]!r}")
         flat["step"] = step
-        by_step[step] = {**by_step.get(step, {}), **flat}
+        attempt = record.get(ATTEMPT_KEY)
+        earlier = by_step.get(step, {}) if attempt_of.get(step, attempt) == attempt else {}
+        by_step[step], attempt_of[step] = {**earlier, **flat}, attempt
     return [by_step[s] for s in sorted(by_step)]
 
 

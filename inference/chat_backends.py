@@ -137,6 +137,44 @@ class TransformersBackend(ChatBackend):
         return results
 
 
+# ---------------------------------------------------------------------------------------- image bound
+
+
+def image_bound(model: str | Path) -> dict[str, int]:
+    """{min_pixels, max_pixels} of a model folder's image processor ({} for a hub id or no bound).
+
+    `make export` writes the bound training used there (recipes/image_bound.py): transformers'
+    AutoProcessor and vLLM build the processor from the same files, so both apply it; the vLLM backend
+    also passes it explicitly, and an OpenAI-compatible client can resize to it (`bounded_image`)."""
+    import json
+
+    folder = Path(model)
+    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        path = folder / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text())
+        config = config.get(key) or {} if key else config
+        size = config.get("size") or {}
+        low = config.get("min_pixels", size.get("shortest_edge"))
+        high = config.get("max_pixels", size.get("longest_edge"))
+        if low is not None and high is not None:
+            return {"min_pixels": int(low), "max_pixels": int(high)}
+    return {}
+
+
+def bounded_image(image: Any, bound: dict[str, int], factor: int = 28) -> Any:
+    """A PIL image resized to what a Qwen-VL processor with `bound` would make of it (its smart_resize:
+    sides on multiples of patch x merge, min_pixels <= area <= max_pixels); unchanged when it already is."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    height, width = smart_resize(image.height, image.width, factor=factor, **bound)
+    if (width, height) == image.size:
+        return image
+    return image.resize((width, height), Image.Resampling.BICUBIC)
+
+
 # ---------------------------------------------------------------------------------------- vLLM
 
 
@@ -175,6 +213,9 @@ class VLLMBackend(ChatBackend):
         vllm = require("vllm", "the vLLM backend")
         self.model_id = str(model)
         self._sampling_params = vllm.SamplingParams
+        bound = image_bound(model)  # the exported folder's (training's) image bound, also explicit
+        if bound and "mm_processor_kwargs" not in engine_kwargs:
+            engine_kwargs["mm_processor_kwargs"] = bound
         self.llm = vllm.LLM(
             model=str(model),
             limit_mm_per_prompt=limit_mm_per_prompt or {"image": 2},
@@ -235,7 +276,16 @@ class OpenAIBackend(ChatBackend):
             headers=headers, limits=httpx.Limits(max_connections=self.max_concurrency)
         )
 
+    #: {min_pixels, max_pixels}: images are resized to it before they are sent (`bounded_image`), for a
+    #: server whose processor would otherwise see them at another resolution than training did;
+    #: `vllm serve` of an exported folder applies the folder's bound itself.
+    image_bound: dict[str, int] | None = None
+
     def payload(self, conversation: Conversation, sampling: Sampling) -> dict[str, Any]:
+        if self.image_bound:
+            conversation = _map_parts(
+                conversation, lambda im: {"type": "image", "image": bounded_image(im, self.image_bound)}
+            )
         body: dict[str, Any] = {
             "model": self.model_id,
             "messages": to_openai_messages(conversation),
@@ -293,9 +343,17 @@ BACKENDS = {
 
 def make_backend(kind: str, model: str | Path, **kwargs: Any) -> ChatBackend:
     """A chat backend by name: `transformers`, `vllm`, `openai` (any compatible server via `base_url`)
-    or `gemini` (Gemini's OpenAI-compatible endpoint). Extra keywords go to the backend's constructor."""
+    or `gemini` (Gemini's OpenAI-compatible endpoint). Extra keywords go to the backend's constructor, but
+    `image_bound` ({min_pixels, max_pixels}, e.g. `image_bound(exported_folder)`), which an OpenAI-compatible
+    backend resizes images to (transformers and vLLM read it from the model folder)."""
     try:
         factory = BACKENDS[kind]
     except KeyError:
         raise ValueError(f"unknown backend kind {kind!r}; choose one of {sorted(BACKENDS)}") from None
-    return factory(str(model), **kwargs)
+    bound = kwargs.pop("image_bound", None)  # OpenAI-compatible: resize images to training's bound
+    if bound and kind not in ("openai", "gemini"):
+        raise ValueError(f"image_bound is for OpenAI-compatible backends; {kind} reads the model folder's")
+    backend = factory(str(model), **kwargs)
+    if bound:
+        backend.image_bound = dict(bound)
+    return backend

@@ -4,16 +4,23 @@
 
 - `versions`: this interpreter's torch / vLLM / transformers / flash-attn against verl 0.9.1's own
   extras (its package metadata: `vllm`, `fsdp`), so a CPU environment is never taken for a GPU one;
+- `attention`: flash-attn imported for real (its CUDA extension against this torch) when the recipe
+  uses it (verl's default flash_attention_2, remove-padding); with sdpa, what that costs;
 - `engine_kwargs`: every `actor_rollout_ref.rollout.engine_kwargs.vllm` key is a field of vLLM's own
-  `EngineArgs` (verl turns each into a `vllm serve` flag, and vLLM stops on an unknown one);
-- `gpus`: GPUs visible here (or on the Ray cluster at RAY_ADDRESS) versus NODES x GPUS;
+  `EngineArgs` (verl turns each into a `vllm serve` flag, and vLLM stops on an unknown one); without
+  vLLM here, of vLLM 0.24.0's field list (recipes/vllm_0_24_0_engine_args.txt, the version pinned);
+- `gpus`: GPUs visible here (or on the Ray cluster at RAY_ADDRESS) versus NODES x GPUS; with none,
+  whether the NVIDIA driver is too old for torch's CUDA (torch 2.11 is built for CUDA 13: driver >= 580);
 - `cluster`: on a running Ray cluster, that NODES nodes have joined and, in a task on every node with
   the runtime_env verl will pass to ray.init, that the reward file, the replay-buffer class and the data
   files resolve, the environment arrives, and the metrics folder exists (created there);
-- `model`: the policy's weights are a local folder or, with downloads off (HF_HUB_OFFLINE=1, the
-  default of recipes/env.sh), in the HF cache;
+- `model`: the policy's weights (config and every weight shard) are a local folder or, with downloads
+  off (HF_HUB_OFFLINE=1, the default of recipes/env.sh), in the HF cache;
+- `checkpoints`: the size of one checkpoint and of the ones kept (trainer.max_actor_ckpt_to_keep)
+  against the free disk under trainer.default_local_dir;
 - `image_budget` / `prompt_lengths`: the recipe's image bound holds max_prompt_length, and the rows of
-  the training parquet that verl's overlong filter would drop (refused unless ALLOW_OVERLONG=1);
+  the training and validation parquets that verl's overlong filter would drop (refused unless
+  ALLOW_OVERLONG=1; refused too when the processor to count them with is not on this machine);
 - `settings`: keys verl 0.9.1 ignores or rewrites (a warning each).
 
 A CPU recipe (trainer.device=cpu) gets no GPU, vLLM or flash-attn demands. Under DRY_RUN the checks
@@ -40,7 +47,18 @@ from recipes import launch
 GPU_EXTRAS = ("vllm", "fsdp")
 CHECKED_PACKAGES = ("torch", "torchvision", "vllm", "transformers", "flash-attn", "qwen-vl-utils")
 #: Checks whose answer depends on this machine: warnings under DRY_RUN.
-MACHINE_CHECKS = {"versions", "gpus", "cluster", "prompt_lengths", "model"}
+MACHINE_CHECKS = {"versions", "attention", "gpus", "cluster", "prompt_lengths", "model"}
+#: vLLM 0.24.0's EngineArgs fields (one a line; the header names the wheel and file they come from).
+ENGINE_ARGS_FILE = Path(__file__).resolve().parent / "vllm_0_24_0_engine_args.txt"
+PINNED_VLLM = "0.24.0"
+#: The sdpa route: no flash-attn needed (README "GPU node").
+SDPA_OVERRIDES = (
+    "actor_rollout_ref.model.use_remove_padding=false",
+    "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+)
+#: Oldest Linux driver per CUDA major of torch's build (NVIDIA's CUDA toolkit release notes: 13.0 GA needs
+#: >= 580.65.06; 12.x runs on >= 525.60.13 by minor-version compatibility).
+MIN_DRIVER = {13: (580, 65, 6), 12: (525, 60, 13)}
 
 
 @dataclass
@@ -108,6 +126,8 @@ def check_versions(config: DictConfig) -> Finding:
     needs = verl_requirements(GPU_EXTRAS if gpu else ())
     if not gpu:
         needs = {k: v for k, v in needs.items() if k in ("transformers",)}
+    if not uses_flash_attention(config):  # the sdpa route (the `attention` check says what it costs)
+        needs.pop("flash-attn", None)
     have, bad = [], []
     for name in CHECKED_PACKAGES:
         version = installed_version(name)
@@ -132,17 +152,103 @@ def check_versions(config: DictConfig) -> Finding:
     return Finding("versions", "ok", where)
 
 
+# --- attention --------------------------------------------------------------------------------------
+
+
+def model_key(config: DictConfig) -> str:
+    return "model" if launch.is_sft(config) else "actor_rollout_ref.model"
+
+
+def attn_implementation(config: DictConfig) -> str:
+    """What verl passes to from_pretrained: override_config.attn_implementation, default
+    flash_attention_2 (verl/workers/config/model.py:185)."""
+    value = OmegaConf.select(config, f"{model_key(config)}.override_config.attn_implementation")
+    return str(value or "flash_attention_2")
+
+
+def uses_flash_attention(config: DictConfig) -> bool:
+    """flash_attention_2, or remove-padding (verl's Qwen-VL varlen path imports flash_attn)."""
+    if launch.is_cpu(config):
+        return False
+    remove_padding = OmegaConf.select(config, f"{model_key(config)}.use_remove_padding")
+    return attn_implementation(config) == "flash_attention_2" or bool(remove_padding)
+
+
+def flash_attn_import_error() -> str | None:
+    """None when flash-attn and its CUDA extension import against this torch, else the error."""
+    try:
+        import flash_attn  # noqa: F401
+        import flash_attn_2_cuda  # noqa: F401  # the compiled part: fails for a build of another torch
+    except Exception as exc:  # ImportError, OSError (undefined symbol, missing libcudart)
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return None
+
+
+def check_attention(config: DictConfig, import_error: str | None | bool = False) -> Finding:
+    """flash-attn imported, not only its metadata read (a wheel for another torch installs fine and then
+    fails in every worker); the sdpa route named with its cost. `import_error` False: try the import."""
+    if launch.is_cpu(config):
+        return Finding("attention", "skip", f"CPU recipe ({attn_implementation(config)})")
+    key = model_key(config)
+    if not uses_flash_attention(config):
+        length = (OmegaConf.select(config, "data.max_prompt_length") or 0) + (
+            OmegaConf.select(config, "data.max_response_length") or 0
+        )
+        return Finding(
+            "attention",
+            "warn",
+            f"{attn_implementation(config)} without remove-padding (no flash-attn needed): every sequence is "
+            f"padded to max_prompt_length + max_response_length = {length} tokens in the actor and reference "
+            "passes, so they compute and hold activations for the padding too (typically 1.5-3x the memory "
+            "and time of flash_attention_2 with remove-padding on short answers)",
+            "if the actor runs out of memory, lower actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu (and "
+            "the log_prob ones); a matching flash-attn wheel (`make setup-gpu`) removes the cost",
+        )
+    if import_error is False:
+        import_error = flash_attn_import_error()
+    why = (
+        f"{key}.override_config.attn_implementation={attn_implementation(config)}, "
+        f"use_remove_padding={OmegaConf.select(config, f'{key}.use_remove_padding')}"
+    )
+    if import_error:
+        return Finding(
+            "attention",
+            "fail",
+            f"the recipe uses flash-attn ({why}) and it does not import here: {import_error}",
+            "install the flash-attn wheel built for this torch / CUDA / Python (`make setup-gpu`, "
+            'FLASH_ATTN_WHEEL=...), or the sdpa route: ARGS="' + " ".join(SDPA_OVERRIDES) + '"',
+        )
+    return Finding(
+        "attention",
+        "ok",
+        f"flash-attn {installed_version('flash-attn')} imports, CUDA extension included ({why})",
+    )
+
+
 # --- vLLM engine kwargs ------------------------------------------------------------------------------
 
 
+def pinned_engine_fields(path: Path = ENGINE_ARGS_FILE) -> set[str]:
+    """The field list of the pinned vLLM (one name a line, `#` comments)."""
+    return {
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
+
+
 def vllm_engine_fields() -> tuple[set[str] | None, str]:
-    """vLLM's own EngineArgs fields when vLLM is importable, else (None, why)."""
+    """vLLM's own EngineArgs fields when vLLM is importable; else the field list of the vLLM version verl
+    pins (what the GPU environment installs: requirements-gpu.txt); (None, why) if that is another."""
     try:
         import dataclasses
 
         from vllm.engine.arg_utils import EngineArgs
     except ImportError as exc:
-        return None, f"vllm not importable here ({exc.__class__.__name__})"
+        pinned = verl_requirements(GPU_EXTRAS).get("vllm", "")
+        if pinned != f"=={PINNED_VLLM}":
+            return None, f"vllm not importable here ({exc.__class__.__name__}) and verl pins vllm{pinned}"
+        return pinned_engine_fields(), (
+            f"vLLM {PINNED_VLLM}'s EngineArgs ({ENGINE_ARGS_FILE.name}; vLLM is not importable here)"
+        )
     return {f.name for f in dataclasses.fields(EngineArgs)}, f"vLLM {installed_version('vllm')} EngineArgs"
 
 
@@ -162,7 +268,13 @@ def check_engine_kwargs(config: DictConfig, fields: set[str] | None = None) -> F
     if fields is None:
         fields, source = vllm_engine_fields()
         if fields is None:
-            return Finding("engine_kwargs", "skip", f"{source}; `versions` says what to install")
+            return Finding(
+                "engine_kwargs",
+                "fail",
+                f"{source}: no field list to check actor_rollout_ref.rollout.engine_kwargs.vllm against",
+                f"run the doctor in the GPU environment (`make setup-gpu`), or add that vLLM's field list "
+                f"beside {ENGINE_ARGS_FILE.name}",
+            )
     unknown = unknown_engine_kwargs(config, fields)
     if unknown:
         return Finding(
@@ -182,7 +294,9 @@ def wanted_gpus(config: DictConfig) -> tuple[int, int]:
     return int(config.trainer.nnodes), int(config.trainer.n_gpus_per_node)
 
 
-def check_local_gpus(config: DictConfig, available: int | None = None) -> Finding:
+def check_local_gpus(
+    config: DictConfig, available: int | None = None, diagnosis: str | None = None
+) -> Finding:
     nodes, per_node = wanted_gpus(config)
     if launch.is_cpu(config):
         return Finding("gpus", "skip", "CPU recipe (trainer.device=cpu)")
@@ -197,8 +311,66 @@ def check_local_gpus(config: DictConfig, available: int | None = None) -> Findin
     try:
         launch.check_gpus(config, available)
     except launch.LaunchError as err:
-        return Finding("gpus", "fail", str(err), f"GPUS={available}" if available else "")
+        if available:
+            return Finding("gpus", "fail", str(err), f"GPUS={available}")
+        problem = driver_problem() if diagnosis is None else diagnosis
+        fix = DRIVER_FIX if "older than" in problem else ""  # else launch's message names the routes
+        return Finding("gpus", "fail", f"{problem}. {err}" if problem else str(err), fix)
     return Finding("gpus", "ok", f"{available} GPU(s) visible, recipe wants {per_node}")
+
+
+DRIVER_FIX = (
+    "update the NVIDIA driver (torch 2.11's CUDA 13 needs >= 580), or use a GPU environment built for the "
+    "CUDA your driver runs (README, GPU node); verl's container image carries CUDA's forward-compatibility "
+    "libraries, which datacenter GPUs can use on an older driver"
+)
+
+
+def nvidia_driver_version() -> str | None:
+    """The driver version nvidia-smi reports ('' when it runs but lists no GPU), None without nvidia-smi."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return lines[0] if out.returncode == 0 and lines else ""
+
+
+def driver_problem(torch_cuda: str | None | bool = False, driver: str | None | bool = False) -> str:
+    """Why torch sees no GPU, when the driver says so: none installed, or older than torch's CUDA needs
+    (a CUDA 13 torch on a 570 driver reports no GPU at all). '' when the driver is not the reason or
+    cannot be read. `torch_cuda`/`driver` False: read from torch and nvidia-smi."""
+    if torch_cuda is False:
+        import torch
+
+        torch_cuda = torch.version.cuda
+    if not torch_cuda:
+        return "this torch is a CPU-only build (torch.version.cuda is None)"
+    if driver is False:
+        driver = nvidia_driver_version()
+    if driver is None:
+        return f"no NVIDIA driver here (nvidia-smi not found; torch is built for CUDA {torch_cuda})"
+    if not driver:
+        return ""
+    need = MIN_DRIVER.get(int(str(torch_cuda).split(".")[0]))
+    have = tuple(int(p) for p in driver.split(".") if p.isdigit())
+    if need and have < need:
+        return (
+            f"NVIDIA driver {driver} is older than CUDA {torch_cuda} (this torch's build) needs "
+            f"(>= {'.'.join(map(str, need))}), so torch sees no GPU"
+        )
+    return ""
 
 
 def cluster_resources(address: str) -> tuple[int, float]:
@@ -617,7 +789,10 @@ def check_model(
     environ = os.environ if environ is None else environ
     path = model_path(config)
     if Path(path).expanduser().is_dir():
-        return Finding("model", "ok", f"{path} (local folder)")
+        problem = weights_problem(Path(path).expanduser())
+        if problem:
+            return Finding("model", "fail", f"{path}: {problem}", "copy the complete model folder there")
+        return Finding("model", "ok", f"{path} (local folder, weights complete)")
     if OmegaConf.select(config, "assets.model") is not None:
         return Finding("model", "skip", f"{path} not built yet (recipes.tiny_assets builds it)")
     if path.startswith(("/", ".", "~")) or launch.is_local_path(path) or path.count("/") != 1:
@@ -626,9 +801,21 @@ def check_model(
         )
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(path, "config.json", cache_dir=cache_dir), str):
-        return Finding("model", "ok", f"{path} (in the HF cache)")
-    if environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no"):
+    offline = environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
+    cached = try_to_load_from_cache(path, "config.json", cache_dir=cache_dir)
+    if isinstance(cached, str):
+        problem = weights_problem(Path(cached).parent)
+        if not problem:
+            return Finding("model", "ok", f"{path} (in the HF cache, weights complete)")
+        if offline:
+            return Finding(
+                "model",
+                "fail",
+                f"{path} is in the HF cache without all its weights ({problem}) and downloads are off",
+                f"`huggingface-cli download {path}` again (it resumes), into an HF_HOME every node shares",
+            )
+        return Finding("model", "warn", f"{path}: {problem} in the HF cache: every node downloads the rest")
+    if offline:
         return Finding(
             "model",
             "fail",
@@ -637,6 +824,127 @@ def check_model(
             "each process download it",
         )
     return Finding("model", "warn", f"{path} is not in the HF cache: every node downloads it at start")
+
+
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files a HF folder's index names (or its single file); [] when it has neither."""
+    import json
+
+    for index in WEIGHT_INDEXES:
+        if (folder / index).is_file():
+            names = sorted(set(json.loads((folder / index).read_text()).get("weight_map", {}).values()))
+            return [folder / name for name in names]
+    return [folder / name for name in WEIGHT_FILES if (folder / name).exists()]
+
+
+def weights_problem(folder: Path) -> str:
+    """'' when config.json and every weight file are there, else what is missing (config.json alone
+    passed before: a download cut short then fails in every worker after Ray and vLLM started)."""
+    if not (folder / "config.json").is_file():
+        return "no config.json"
+    files = weight_files(folder)
+    if not files:
+        return f"no weights ({' / '.join(WEIGHT_INDEXES + WEIGHT_FILES)})"
+    missing = [f.name for f in files if not f.is_file()]  # a cache's dangling link counts as missing
+    if missing:
+        return f"{len(missing)} of {len(files)} weight files missing ({', '.join(missing[:3])}...)"
+    return ""
+
+
+def local_model_folder(config: DictConfig, cache_dir: str | None = None) -> Path | None:
+    """The policy's folder on this machine: the local path, or its HF cache snapshot; None if neither."""
+    path = model_path(config)
+    if Path(path).expanduser().is_dir():
+        return Path(path).expanduser()
+    if path.count("/") != 1:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(path, "config.json", cache_dir=cache_dir)
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+# --- checkpoint disk ---------------------------------------------------------------------------------
+
+#: Bytes a parameter takes in a verl FSDP checkpoint: fp32 weights (4) + Adam's two fp32 moments (8).
+CKPT_BYTES_PER_PARAM = {"model": 4, "optimizer": 8}
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+#: Parameter counts the hub's model pages give for the recipes' policies, for an estimate on a machine
+#: without the weights (a laptop's DRY_RUN or `make submit`).
+MODEL_CARD_PARAMETERS = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": 8_290_000_000,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 3_750_000_000,
+    "Qwen/Qwen3-VL-8B-Instruct": 8_770_000_000,
+}
+
+
+def parameter_count(folder: Path) -> int | None:
+    """Parameters from the weight files' size and the config's dtype (None if unreadable)."""
+    import json
+
+    files = weight_files(folder)
+    if not files or not all(f.is_file() for f in files):
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    dtype = config.get("torch_dtype") or config.get("dtype") or (config.get("text_config") or {}).get("dtype")
+    return sum(f.stat().st_size for f in files) // DTYPE_BYTES.get(str(dtype), 2)
+
+
+def check_checkpoints(config: DictConfig, params: int | None = None, free: int | None = None) -> Finding:
+    """One checkpoint's size from the policy's parameter count, times the ones kept
+    (trainer.max_actor_ckpt_to_keep; verl keeps all when null), against the free disk there."""
+    import shutil
+
+    if launch.is_sft(config):
+        keep_key, contents = "trainer.max_ckpt_to_keep", ["model", "optimizer"]
+    else:
+        keep_key = "trainer.max_actor_ckpt_to_keep"
+        contents = list(OmegaConf.select(config, "actor_rollout_ref.actor.checkpoint.save_contents") or [])
+    keep = OmegaConf.select(config, keep_key)
+    steps = OmegaConf.select(config, "trainer.total_training_steps")
+    freq = int(OmegaConf.select(config, "trainer.save_freq") or -1)
+    saves = (int(steps) // freq + (int(steps) % freq != 0)) if steps and freq > 0 else None
+    source = ""
+    if params is None:
+        folder = local_model_folder(config)
+        params = parameter_count(folder) if folder else None
+    if params is None and model_path(config) in MODEL_CARD_PARAMETERS:
+        params, source = MODEL_CARD_PARAMETERS[model_path(config)], " (its model card; weights not here)"
+    if params is None:
+        return Finding(
+            "checkpoints",
+            "skip",
+            f"the policy's weights are not on this machine: size unknown ({keep_key}={keep})",
+        )
+    each = params * sum(CKPT_BYTES_PER_PARAM.get(c, 0) for c in contents)
+    kept = min(int(keep), saves or int(keep)) if keep is not None else saves
+    root = Path(str(config.trainer.default_local_dir))
+    if free is None:
+        probe = root if root.is_absolute() else launch.REPO_ROOT / root
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+    total = each * kept if kept is not None else None
+    detail = (
+        f"~{each / 1e9:.1f} GB per checkpoint ({params / 1e9:.2f}B parameters{source} x "
+        f"{sum(CKPT_BYTES_PER_PARAM.get(c, 0) for c in contents)} bytes: {'+'.join(contents)}), "
+        f"{keep_key}={keep}"
+        + (f" -> ~{total / 1e9:.1f} GB for {kept} checkpoint(s)" if total is not None else " (all kept)")
+        + f" in {root}; {free / 1e9:.0f} GB free there"
+    )
+    if keep is None:
+        return Finding(
+            "checkpoints", "warn", detail, f"set {keep_key}=2 (verl keeps every checkpoint when null)"
+        )
+    if total is not None and total > free:
+        return Finding(
+            "checkpoints", "warn", detail, f"free disk there, lower {keep_key}, or raise trainer.save_freq"
+        )
+    return Finding("checkpoints", "ok", detail)
 
 
 def load_processor(config: DictConfig):
@@ -655,49 +963,57 @@ def check_prompt_lengths(config: DictConfig, allow_overlong: bool, processor=Non
 
     if launch.is_sft(config):
         return Finding("prompt_lengths", "skip", "SFT recipe")
-    files = OmegaConf.select(config, "data.train_files")
-    files = [files] if isinstance(files, str) else list(files or [])
-    missing = [f for f in files if not Path(f).exists()]
+    keyed = {}  # data.train_files and data.val_files: verl filters both the same way
+    for key in ("data.train_files", "data.val_files"):
+        value = OmegaConf.select(config, key)
+        keyed[key] = [value] if isinstance(value, str) else list(value or [])
+    missing = {key: [f for f in files if not Path(f).exists()] for key, files in keyed.items()}
+    missing = {key: files for key, files in missing.items() if files}
     if missing:
         if OmegaConf.select(config, "assets.data") is not None:
-            return Finding(
-                "prompt_lengths", "skip", f"{missing[0]} not built yet (recipes.tiny_assets builds it)"
-            )
+            first = next(iter(missing.values()))[0]
+            return Finding("prompt_lengths", "skip", f"{first} not built yet (recipes.tiny_assets builds it)")
         return Finding(
             "prompt_lengths",
             "fail",
-            f"data.train_files not found: {missing}",
-            "build it with `python -m data_prep.build rl ...` or point data.train_files at it",
+            "; ".join(f"{key} not found: {files}" for key, files in missing.items()),
+            "build them with `python -m data_prep.build rl ...` or point data.train_files / data.val_files at them",
         )
     processor = processor or load_processor(config)
-    if processor is None:
+    if processor is None:  # no count without the processor: a silent pass here was a false pass
         return Finding(
             "prompt_lengths",
-            "skip",
-            f"the processor of {config.actor_rollout_ref.model.path} is not on this machine (HF cache or folder)",
+            "warn" if allow_overlong else "fail",
+            f"the processor of {config.actor_rollout_ref.model.path} is not on this machine (HF cache or "
+            "folder): the rows over max_prompt_length, which verl drops with only a printed count, are uncounted",
+            f"`huggingface-cli download {config.actor_rollout_ref.model.path}` (the processor files suffice) or "
+            "point actor_rollout_ref.model.path at a local folder; ALLOW_OVERLONG=1 starts without the count",
         )
-    result = budget.overlong_rows(files, processor, config.data)
     limit = int(config.data.max_prompt_length)
-    if result.overlong:
-        filtering = bool(OmegaConf.select(config, "data.filter_overlong_prompts"))
+    filtering = bool(OmegaConf.select(config, "data.filter_overlong_prompts"))
+    over, fine = [], []
+    for key, files in keyed.items():
+        if not files:
+            continue
+        result = budget.overlong_rows(files, processor, config.data)
+        if result.overlong:
+            over.append(f"{key}: {result.summary(limit)}")
+        else:
+            fine.append(f"{key}: all {result.rows} rows fit (longest {result.longest})")
+    if over:
         what = (
             "verl's overlong filter would drop"
             if filtering
             else "over max_prompt_length (no filter: verl fails)"
         )
-        status = "warn" if allow_overlong and filtering else "fail"
         return Finding(
             "prompt_lengths",
-            status,
-            f"{what} {result.summary(limit)}",
+            "warn" if allow_overlong and filtering else "fail",
+            f"{what} " + "; ".join(over),
             "rebuild with `python -m data_prep.build rl --max-pixels N` (N = image_budget.max_pixels), or raise "
             "data.max_prompt_length; ALLOW_OVERLONG=1 starts anyway",
         )
-    return Finding(
-        "prompt_lengths",
-        "ok",
-        f"all {result.rows} rows fit max_prompt_length {limit} (longest {result.longest})",
-    )
+    return Finding("prompt_lengths", "ok", f"max_prompt_length {limit}: " + "; ".join(fine))
 
 
 # --- settings with no effect -------------------------------------------------------------------------
@@ -785,12 +1101,19 @@ def run_checks(
             "versions",
             lambda: [Finding("versions", "skip", elsewhere) if route == "submit" else check_versions(config)],
         ),
+        (
+            "attention",
+            lambda: [
+                Finding("attention", "skip", elsewhere) if route == "submit" else check_attention(config)
+            ],
+        ),
         ("engine_kwargs", lambda: [check_engine_kwargs(config, engine_fields)]),
         ("gpus", lambda: [check_cluster_gpus(config, address) if address else check_local_gpus(config)]),
         (
             "model",
             lambda: [Finding("model", "skip", elsewhere) if route == "submit" else check_model(config)],
         ),
+        ("checkpoints", lambda: [check_checkpoints(config)]),
         ("image_budget", lambda: [check_image_budget(config)]),
         ("prompt_lengths", lambda: [check_prompt_lengths(config, allow_overlong)]),
         ("settings", lambda: check_settings(config)),

@@ -4,11 +4,13 @@
 # CKPT is a global_step_N folder, its actor/ folder, or the run's checkpoint folder (then the step in
 # latest_checkpointed_iteration.txt). Wraps `python -m verl.model_merger merge --backend fsdp
 # --local_dir CKPT/actor --target_dir OUT` (CPU is enough). OUT defaults to global_step_N/huggingface_merged;
-# it appears only when the merge succeeded. CPU runs (recipes/verl_cpu) write the same layout.
+# it appears only when the merge succeeded. The processor gets the image bound training used
+# (recipes/image_bound.py; MIN_PIXELS/MAX_PIXELS for a checkpoint without the record). CPU runs
+# (recipes/verl_cpu) write the same layout.
 set -euo pipefail
 
 usage() {
-  sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Usage: CKPT=<verl checkpoint> [OUT=<hf folder>] bash recipes/export.sh   (or: bash recipes/export.sh CKPT [OUT])"
 }
@@ -45,5 +47,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 echo "+ $PYTHON -m verl.model_merger merge --backend fsdp --local_dir $ACTOR --target_dir $OUT" >&2
 "$PYTHON" -m verl.model_merger merge --backend fsdp --local_dir "$ACTOR" --target_dir "$PARTIAL"
+# verl saved the processor without the recipe's image bound: put the training's bound back into it
+"$PYTHON" -m recipes.image_bound apply "$PARTIAL" --checkpoint "$ACTOR"
 mv "$PARTIAL" "$OUT"
 echo "$OUT"

@@ -195,6 +195,59 @@ def metrics_path(config: DictConfig, environ: dict[str, str] | None = None) -> P
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+#: verl imports it in every process (VERL_USE_EXTERNAL_MODULES): its file logger appends across restarts.
+METRICS_LOG_MODULE = "recipes.metrics_log"
+#: Beside metrics.jsonl: the W&B run id every attempt of the run resumes (WANDB_RUN_ID).
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def resumes(config: DictConfig) -> bool:
+    """Whether verl will resume this run from a checkpoint, by verl's own rule
+    (`trainer_base._load_checkpoint`: resume_mode auto finds latest_checkpointed_iteration.txt in
+    trainer.default_local_dir; resume_path names one). What this machine sees: for `make submit` the
+    checkpoint folder must be on storage it shares with the cluster."""
+    mode = str(OmegaConf.select(config, "trainer.resume_mode") or "disable")
+    if mode == "resume_path":
+        return bool(OmegaConf.select(config, "trainer.resume_from_path"))
+    if mode != "auto":
+        return False
+    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+    folder = Path(str(config.trainer.default_local_dir))
+    folder = folder if folder.is_absolute() else REPO_ROOT / folder
+    return find_latest_ckpt_path(str(folder)) is not None
+
+
+_NEW_WANDB_IDS: dict[Path, str] = {}
+
+
+def wandb_resume_env(config: DictConfig, environ: dict[str, str]) -> dict[str, str]:
+    """WANDB_RUN_ID + WANDB_RESUME=allow, so a resumed run continues its W&B run (wandb.init reads both
+    from the environment; verl's Tracking passes neither, tracking.py:85). The id is the one of the
+    run folder's wandb_run_id when verl resumes, a new one when it starts from scratch; the user's
+    WANDB_RUN_ID wins. `main` writes the file when the run starts."""
+    if environ.get("WANDB_RUN_ID"):
+        return {}
+    id_file = metrics_path(config, environ).parent / WANDB_ID_FILE
+    known = id_file.read_text().strip() if id_file.is_file() else ""
+    if not (known and resumes(config)):  # a new W&B run: one id per run folder in this process
+        import uuid
+
+        known = _NEW_WANDB_IDS.setdefault(id_file, uuid.uuid4().hex[:12])
+    return {"WANDB_RUN_ID": known, "WANDB_RESUME": environ.get("WANDB_RESUME") or "allow"}
+
+
+def external_modules(config: DictConfig, environ: dict[str, str]) -> str:
+    """VERL_USE_EXTERNAL_MODULES for every process: the appending metrics logger, the user's own modules,
+    and the CPU plugin for a CPU recipe only (a GPU recipe's workers never load it, whatever the shell
+    holds)."""
+    from recipes.verl_cpu import PLUGIN_MODULE
+
+    given = [m.strip() for m in environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m.strip()]
+    mine = [METRICS_LOG_MODULE, *([PLUGIN_MODULE] if is_cpu(config) else [])]
+    return ",".join([*mine, *(m for m in given if m not in (METRICS_LOG_MODULE, PLUGIN_MODULE))])
+
+
 def is_secret(name: str) -> bool:
     return name.upper().rsplit("_", 1)[-1] in SECRET_SUFFIXES
 
@@ -221,6 +274,10 @@ def worker_env(config: DictConfig, environ: dict[str, str] | None = None) -> dic
         from recipes.verl_cpu import launch_env
 
         env.update(launch_env(environ))
+    elif env.get("VERL_PLATFORM", "").strip().lower() == "cpu":  # a CPU run's leftover in this shell
+        del env["VERL_PLATFORM"]
+    env["VERL_USE_EXTERNAL_MODULES"] = external_modules(config, environ)
+    env.update(wandb_resume_env(config, environ))
     return env
 
 
@@ -466,6 +523,34 @@ def plan(
     return LaunchPlan(recipe=recipe, overrides=all_overrides, config=config, command=command, env=env)
 
 
+def start_run_files(launch: LaunchPlan) -> None:
+    """Before the trainer starts: the image bound beside the checkpoints (recipes/image_bound.py), the
+    W&B run id beside metrics.jsonl, and, when verl starts from scratch, an earlier run's metrics.jsonl
+    moved aside (metrics.before-<UTC time>.jsonl), since the file logger appends
+    (recipes/metrics_log.py) and a new run's curves must not continue an old one's."""
+    from inference.fileio import atomic_path
+
+    metrics = Path(launch.env["VERL_FILE_LOGGER_PATH"])
+    if not resumes(launch.config) and metrics.is_file() and metrics.stat().st_size:
+        import time
+
+        kept = metrics.with_name(
+            f"{metrics.stem}.before-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.jsonl"
+        )
+        metrics.rename(kept)
+        print(
+            f"note: a new run (no checkpoint to resume): the earlier metrics moved to {kept}", file=sys.stderr
+        )
+    from recipes import image_bound
+
+    image_bound.record(launch.config, REPO_ROOT)  # for `make export` (verl saves the processor without it)
+    run_id = launch.env.get("WANDB_RUN_ID")
+    id_file = metrics.parent / WANDB_ID_FILE
+    if run_id and (not id_file.is_file() or id_file.read_text().strip() != run_id):
+        with atomic_path(id_file) as tmp:
+            tmp.write_text(run_id + "\n", encoding="utf-8")
+
+
 def make_train_command(recipe: str, overrides: Sequence[str] = ()) -> list[str]:
     """`make train RECIPE=<recipe> ARGS=<overrides>` as one process of this interpreter (the demo and
     the bench run it)."""
@@ -648,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # verl's FileLogger opens VERL_FILE_LOGGER_PATH without creating its folder
     # (verl/utils/tracking.py:534-541): create it here (the doctor did on every node of a cluster).
     Path(launch.env["VERL_FILE_LOGGER_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+    start_run_files(launch)
     print("+ " + shlex.join(command), file=sys.stderr, flush=True)
     os.chdir(REPO_ROOT)
     os.execvpe(command[0], command, {**os.environ, **env})

@@ -43,6 +43,29 @@ def test_load_verl_file_logger_shape(tmp_path):
     assert curves["score"][0] == [1, 2, 3]
 
 
+def test_a_step_an_earlier_attempt_logged_is_the_later_attempts_alone(tmp_path):
+    """Two attempts of one run in one file (recipes/metrics_log.py): the first logged steps 1-3 and
+    crashed after its checkpoint at 2; the resumed one logs 3 (without the first's `extra`) and 4,
+    then step 4's validation in a record of its own, which merges into step 4."""
+
+    def rec(step, attempt, **data):
+        return {"step": step, "data": data, "attempt": attempt}
+
+    rows = [
+        rec(1, "a", score=0.1),
+        rec(2, "a", score=0.2),
+        rec(3, "a", score=0.3, extra=9.0),
+        rec(3, "b", score=0.35),
+        rec(4, "b", score=0.4),
+        rec(4, "b", val=0.5),
+    ]
+    metrics = load_metrics(_write(tmp_path / "metrics.jsonl", rows))
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert metrics[2] == {"step": 3, "score": 0.35}
+    assert metrics[3] == {"step": 4, "score": 0.4, "val": 0.5}
+    assert all("attempt" not in m for m in metrics)
+
+
 def test_torn_last_line_is_skipped_but_bad_middle_line_raises(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text(json.dumps(_ours(1)) + "\n" + '{"step": 2, "train/rew')

@@ -149,3 +149,44 @@ def test_export_errors_name_the_problem(tmp_path):
     (tmp_path / "global_step_3" / "actor" / "fsdp_config.json").write_text('{"world_size": 1}')
     no_shards = run_export(CKPT=str(tmp_path / "global_step_3"))
     assert no_shards.returncode == 2 and "no model shards" in no_shards.stderr
+
+
+def test_the_exported_processor_sees_a_large_photo_as_training_did(fsdp_checkpoint, tiny_vlm_dir, tmp_path):
+    """verl saves the processor without data.mm_processor_kwargs (workers/config/model.py:162); the
+    launcher records the run's bound beside its checkpoints and export writes it into the merged
+    processor, so inference (AutoProcessor, vLLM, `vllm serve` on the folder) gets the image tokens
+    training got. Training's count is verl's (data_prep.budget: qwen_vl_utils' resize, then the
+    processor with mm_processor_kwargs)."""
+    import json
+
+    from omegaconf import OmegaConf
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from data_prep import budget
+    from recipes import image_bound
+
+    trained = {"min_pixels": 56 * 56, "max_pixels": 8 * 28 * 28}  # 8 tokens at most (the tiny default: 16)
+    config = OmegaConf.create(
+        {"data": {"mm_processor_kwargs": trained}, "trainer": {"default_local_dir": str(fsdp_checkpoint)}}
+    )
+    assert image_bound.record(config, REPO) == fsdp_checkpoint / "image_bound.json"
+    out = tmp_path / "hf"
+    result = run_export(CKPT=str(fsdp_checkpoint / "global_step_1"), OUT=str(out))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "max_pixels=6272" in result.stderr
+    saved = json.loads((out / "processor_config.json").read_text())["image_processor"]  # transformers 5
+    assert saved["size"] == {"shortest_edge": trained["min_pixels"], "longest_edge": trained["max_pixels"]}
+
+    photo = Image.new("RGB", (4032, 3024), (120, 90, 60))  # a 12 MP phone photo
+    exported = AutoProcessor.from_pretrained(out).image_processor
+    merge = exported.merge_size
+    grid = exported(images=[photo], return_tensors="pt")["image_grid_thw"][0]
+    inference_tokens = int(grid.prod()) // merge**2
+    verl_view = AutoProcessor.from_pretrained(tiny_vlm_dir).image_processor  # what the checkpoint holds
+    factor = verl_view.patch_size * merge
+    h, w = budget._qwen_vl_smart_resize(photo.height, photo.width, factor)
+    training_tokens = verl_view.get_number_of_image_patches(h, w, dict(trained)) // merge**2
+    assert inference_tokens == training_tokens <= 8
+    unbounded = verl_view(images=[photo], return_tensors="pt")["image_grid_thw"][0]
+    assert int(unbounded.prod()) // merge**2 > training_tokens, "the test photo would not show the bug"

@@ -1,6 +1,7 @@
 """`make train RECIPE=imageedit_r1_tiny` runs verl's own main_ppo end to end on this CPU: a real local
 Ray, the recipes/verl_cpu plugin, our reward and per-component metrics, W&B offline, checkpoints,
-resume from the last one, and `make export` to a folder the inference backend loads."""
+resume from the last one into the same experiment (metrics.jsonl and the W&B run keep every earlier
+step), and `make export` to a folder the inference backend loads."""
 
 from __future__ import annotations
 
@@ -41,8 +42,13 @@ def make(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.Comp
     return run
 
 
+def records(path: Path) -> list[dict]:
+    """The file logger's lines as written (one per logged step and attempt)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def metrics(path: Path) -> dict[int, dict]:
-    return {r["step"]: r["data"] for r in map(json.loads, path.read_text().splitlines())}
+    return {r["step"]: r["data"] for r in records(path)}
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +82,17 @@ def runs(tmp_path_factory):
         # them, so verl measures the rollout against the actor (training/rollout_probs_diff_mean)
         "algorithm.rollout_correction.bypass_mode=false",
     ]
-    out = {}
+    # Both invocations are one experiment and log to its one file, as outputs/runs/<experiment>/ is.
+    log = root / "runs" / "ci" / "metrics.jsonl"
+    out = {"log": log}
     for name, steps in (("first", 2), ("second", 3)):
-        log = root / f"{name}.jsonl"
-        env_run = {**env, "VERL_FILE_LOGGER_PATH": str(log)}
         out[name] = make(
             "train",
             "RECIPE=imageedit_r1_tiny",
             "ARGS=" + " ".join([*args, f"trainer.total_training_steps={steps}"]),
-            env=env_run,
+            env={**env, "VERL_FILE_LOGGER_PATH": str(log)},
         )
+        out[f"{name}_records"] = records(log)
         out[f"{name}_metrics"] = metrics(log)
     out["root"] = root
     return out
@@ -104,18 +111,41 @@ def test_verls_trainer_logs_its_keys_and_ours_every_step(runs):
 
 def test_wandb_offline_run_holds_the_same_curves(runs):
     offline = sorted((runs["root"] / "wandb").glob("offline-run-*"))
-    assert offline, "no W&B offline run folder"
+    assert len(offline) == 2, f"one W&B offline run folder per invocation: {offline}"
     history = read_wandb_history(offline[0])
     steps = [row for row in history if "train/reward/format" in row]
     assert len(steps) == 2
     assert {k for row in steps for k in row} >= {*OURS, "critic/score/mean"}
 
 
+def test_the_resumed_invocation_continues_the_same_wandb_run(runs):
+    """WANDB_RUN_ID + WANDB_RESUME=allow from the launcher: `wandb sync` of both folders is one run."""
+    run_id = (runs["log"].parent / "wandb_run_id").read_text().strip()
+    offline = sorted((runs["root"] / "wandb").glob("offline-run-*"))
+    assert [p.name.rsplit("-", 1)[-1] for p in offline] == [run_id, run_id]
+    resumed = [row for row in read_wandb_history(offline[1]) if "train/reward/format" in row]
+    assert [row["_step"] for row in resumed] == [3]
+
+
+def test_resume_keeps_every_earlier_step_in_the_experiments_metrics(runs):
+    """verl's FileLogger truncates (tracking.py:541); recipes/metrics_log.py appends, one attempt each."""
+    from eval.curves import load_metrics
+
+    written = runs["second_records"]
+    assert [r["step"] for r in written] == [1, 2, 3]
+    attempts = [r["attempt"] for r in written]
+    assert attempts[0] == attempts[1] != attempts[2]
+    assert [m["step"] for m in load_metrics(runs["log"])] == [1, 2, 3]
+    assert written[:2] == runs["first_records"], "the resumed run rewrote the earlier steps"
+
+
 def test_checkpoint_then_resume_at_step_3(runs):
     ckpt = runs["root"] / "ckpt"
     assert (ckpt / "global_step_2" / "actor" / "fsdp_config.json").is_file()
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
-    assert sorted(runs["second_metrics"]) == [3], "the second invocation did not resume after step 2"
+    assert [r["step"] for r in runs["second_records"]][2:] == [3], (
+        "the second invocation did not resume after step 2"
+    )
     assert "Training from scratch" not in runs["second"].stdout + runs["second"].stderr
 
 
