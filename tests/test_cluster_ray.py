@@ -185,7 +185,7 @@ def test_1_make_train_joins_two_nodes_and_checkpoints(cluster):
 def test_2_make_submit_resumes_on_both_nodes(cluster):
     """The job-submission route, through the dashboard URL with the token the launcher found: the job
     resumes at step 3 from the first run's checkpoint, on both nodes."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus, JobSubmissionClient, JobType
 
     node_ids = {n["node_id"] for n in cluster.alive_nodes()}
     before = actors_by_class(cluster)
@@ -193,7 +193,9 @@ def test_2_make_submit_resumes_on_both_nodes(cluster):
     out = finish(run_to(cluster, "submit", 4, "run2"))
     with token_auth(cluster):
         client = JobSubmissionClient(cluster.url)
-        jobs = [j for j in client.list_jobs() if j.entrypoint and NAME in j.entrypoint]
+        jobs = [
+            j for j in client.list_jobs() if j.type == JobType.SUBMISSION and NAME in (j.entrypoint or "")
+        ]
     assert len(jobs) == 1 and jobs[0].status == JobStatus.SUCCEEDED, out[-4000:]
     assert "OK    cluster: job's 2 node(s)" in out  # the probe job ran on both nodes
     placed = new_actors(cluster, before)
