@@ -419,6 +419,24 @@ def wait_for_nodes(address: str, nodes: int, timeout: float, poll: float = 2.0) 
             ray.shutdown()
 
 
+def lost_nodes(address: str) -> list[str]:
+    """The dead nodes of the Ray cluster at `address` (GCS host:port), each as `<node id> at <address>
+    (<Ray's death reason>)`: after a failed run, what `recipes/train.sh` names (Ray's own error for a
+    node lost mid-run is often an RPC error naming no node)."""
+    with _connected(address):
+        import ray
+
+        dead = [n for n in ray.nodes() if not n.get("Alive")]
+    out = []
+    for n in dead:
+        reason = " ".join(str(v) for k, v in n.items() if "Death" in k and v not in (None, "", 0)).strip()
+        out.append(
+            f"{n.get('NodeID', '?')} at {n.get('NodeManagerAddress', '?')}"
+            + (f" ({reason})" if reason else "")
+        )
+    return out
+
+
 def _port_open(address: str) -> None:
     import socket
 
@@ -1165,12 +1183,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait-nodes")
     parser.add_argument("--probe-job", action="store_true", help=argparse.SUPPRESS)  # check_submitted_paths
+    parser.add_argument(
+        "--lost-nodes",
+        action="store_true",
+        help="name the dead nodes of the cluster at --address (after a failed run)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for make train")
     args = parser.parse_args(argv)
     if args.probe_job:
         return probe_job_main()
     if args.address:  # a client of a running cluster: the token mode its head may use (launch.ray_auth_env)
         os.environ.update(launch.ray_auth_env(args.address))
+    if args.lost_nodes:
+        try:
+            dead = lost_nodes(args.address)
+        except Exception as err:
+            print(
+                f"error: could not ask the Ray cluster at {args.address} which nodes died: {err}",
+                file=sys.stderr,
+            )
+            return 2
+        for node in dead:
+            print(f"error: Ray node {node} was lost", file=sys.stderr)
+        if dead:
+            print(
+                "fix: bring the node back (or start with fewer NODES) and rerun the same command: verl resumes "
+                "from the last complete checkpoint in trainer.default_local_dir",
+                file=sys.stderr,
+            )
+        return 0
     try:
         if args.wait_nodes is not None:
             if not args.address:
