@@ -51,7 +51,7 @@ OUT ?=
 # HF_HUB_OFFLINE=0, W&B offline without a key, ...), defined there once for make, the launchers and Slurm.
 RUN := bash recipes/env.sh
 
-.PHONY: help setup setup-gpu doctor test test-slow lint style demo bench train submit export tiny clean
+.PHONY: help setup setup-gpu doctor test test-slow test-cluster slurm lint style demo bench train submit export tiny clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -99,10 +99,19 @@ setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ on Python 3.12 from requirements-gpu
 # `browser` first: a fresh clone's `make test` installs Chromium for the browser test as `make setup` does
 # (root + apt-get), or says in one line at the start why that test will skip.
 test: $(ENV_DEPS) browser ## Run the fast test suite (offline, CPU)
-	$(RUN) $(PY) -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -m "not slow and not cluster" --timeout=900 $(PYTEST_ARGS)
 
 test-slow: $(ENV_DEPS) browser ## Run the slow tests too (a measured GRPO learning run on verl, ~12 min)
-	$(RUN) $(PY) -m pytest --timeout=3600 $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -m "not cluster" --timeout=3600 $(PYTEST_ARGS)
+
+# Real multi-node runs on this machine (recipes/multinode.md): two Ray nodes through `make train` and
+# `make submit`, a node lost mid-run, a checkpoint save killed; a local Slurm (two slurmd on this host,
+# `make slurm` installs it as root) running recipes/slurm/train.slurm to completion and through a requeue.
+test-cluster: $(ENV_DEPS) ## The multi-node tests (two Ray nodes, a local Slurm, verl's trainer), ~25 min
+	$(RUN) $(PY) -m pytest -m cluster --timeout=1800 tests/test_cluster_ray.py tests/test_cluster_slurm.py $(PYTEST_ARGS)
+
+slurm: ## Install Debian's slurm-wlm + munge for the Slurm tests (as root; skipped when present)
+	bash recipes/slurm/local_cluster.sh install
 
 lint: $(ENV_DEPS) ## ruff check + format check
 	$(PY) -m ruff check .

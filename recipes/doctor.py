@@ -419,6 +419,24 @@ def wait_for_nodes(address: str, nodes: int, timeout: float, poll: float = 2.0) 
             ray.shutdown()
 
 
+def lost_nodes(address: str) -> list[str]:
+    """The dead nodes of the Ray cluster at `address` (GCS host:port), each as `<node id> at <address>
+    (<Ray's death reason>)`: after a failed run, what `recipes/train.sh` names (Ray's own error for a
+    node lost mid-run is often an RPC error naming no node)."""
+    with _connected(address):
+        import ray
+
+        dead = [n for n in ray.nodes() if not n.get("Alive")]
+    out = []
+    for n in dead:
+        reason = " ".join(str(v) for k, v in n.items() if "Death" in k and v not in (None, "", 0)).strip()
+        out.append(
+            f"{n.get('NodeID', '?')} at {n.get('NodeManagerAddress', '?')}"
+            + (f" ({reason})" if reason else "")
+        )
+    return out
+
+
 def _port_open(address: str) -> None:
     import socket
 
@@ -482,15 +500,59 @@ def verl_runtime_env(config: DictConfig) -> dict:
     return {k: v for k, v in merged.items() if v is not None or k == "working_dir"}
 
 
-def _probe_paths(config: DictConfig) -> dict:
+#: Variables that pin the interface of the trainer's collectives (torch's gloo, NCCL); forwarded to every
+#: worker when set (launch.FORWARDED_ENV_NAMES). Ray 2.60 itself has no interface variable: a node's
+#: address is `ray start --node-ip-address` (else the interface routing to the head).
+INTERFACE_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+
+
+def _fingerprint(path: str) -> list | None:
+    """(size, sha256 of the first MiB) of a file: equal on every node when they share the file."""
+    import hashlib as _hashlib
+    import os as _os
+
+    if not _os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = _hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
+    return [_os.path.getsize(path), head]
+
+
+def _interfaces() -> list[str]:
+    """This node's up interfaces with an IPv4 address other than loopback."""
+    import socket as _socket
+
+    import psutil as _psutil
+
+    stats = _psutil.net_if_stats()
+    return sorted(
+        name
+        for name, addrs in _psutil.net_if_addrs().items()
+        if stats.get(name) is not None
+        and stats[name].isup
+        and any(a.family == _socket.AF_INET and not a.address.startswith("127.") for a in addrs)
+    )
+
+
+def _probe_paths(config: DictConfig, shared: Sequence[str] = (), marker: str | None = None) -> dict:
     """What a worker sees (runs inside a Ray task, shipped by value: it needs nothing of this checkout
     to start): cwd, the reward function and replay buffer loaded with verl's own loaders, the data
-    files, the metrics folder (created, as verl's FileLogger does not, tracking.py:534-541), the env."""
+    files, the metrics folder (created, as verl's FileLogger does not, tracking.py:534-541), the env;
+    the fingerprints of the `shared` files (code, data, model: the driver compares them with its own),
+    whether the driver's `marker` file in the checkpoint folder is visible here (every rank writes its
+    shard there and resume reads all of them), and the network interfaces."""
     import os as _os
 
     from omegaconf import OmegaConf as _OC
 
     out: dict = {"cwd": _os.getcwd(), "problems": [], "env": {}}
+    out["files"] = {path: _fingerprint(path) for path in shared}
+    if marker is not None and not _os.path.isfile(marker):
+        out["problems"].append(
+            f"trainer.default_local_dir={_os.path.dirname(marker)}: a file the driver wrote there is not "
+            "visible on this node (checkpoints must be on storage every node shares)"
+        )
+    out["interfaces"] = _interfaces()
     reward = _OC.select(config, "reward.custom_reward_function")
     if reward is not None and reward.get("path"):
         try:
@@ -523,20 +585,64 @@ def _probe_paths(config: DictConfig) -> dict:
             _os.makedirs(_os.path.dirname(_os.path.abspath(metrics)), exist_ok=True)
         except OSError as err:
             out["problems"].append(f"VERL_FILE_LOGGER_PATH={metrics}: {err}")
-    for name in ("VERL_FILE_LOGGER_PATH", "PYTHONPATH", "WANDB_MODE", "HF_HUB_OFFLINE"):
+    for name in ("VERL_FILE_LOGGER_PATH", "PYTHONPATH", "WANDB_MODE", "HF_HUB_OFFLINE", *INTERFACE_VARS):
         out["env"][name] = _os.environ.get(name)
     return out
 
 
-def run_probe(config: DictConfig, address: str) -> list[tuple[str, dict]]:
+def shared_paths(config: DictConfig) -> list[str]:
+    """Files every node must see as the same: the reward file and replay buffer (code), the data files,
+    and the model folder's top-level files (config, weights, processor) when it is a local folder."""
+    paths = []
+    for key in launch.CODE_PATH_KEYS:
+        value = OmegaConf.select(config, key)
+        if isinstance(value, str) and Path(value).is_absolute():
+            paths.append(value)
+    for key in ("data.train_files", "data.val_files"):
+        value = OmegaConf.select(config, key)
+        paths += [str(v) for v in ([value] if isinstance(value, str) else list(value or []))]
+    model = Path(str(OmegaConf.select(config, "actor_rollout_ref.model.path")))
+    if model.is_absolute() and model.is_dir():
+        paths += sorted(str(p) for p in model.iterdir() if p.is_file())
+    return [p for p in paths if Path(p).is_file()]
+
+
+def interface_warning(results: Sequence[tuple[str, dict]], driver_env: dict[str, str]) -> Finding | None:
+    """A warning when a node has several network interfaces and nothing pins the one gloo/NCCL use:
+    they may pick one the other nodes cannot reach (verl #7386), which shows as a hang or a timeout in
+    the first collective."""
+    pinned = any(driver_env.get(name) for name in INTERFACE_VARS)
+    several = [(node, r.get("interfaces", [])) for node, r in results if len(r.get("interfaces", [])) > 1]
+    if pinned or not several:
+        return None
+    named = "; ".join(f"{node}: {', '.join(names)}" for node, names in several)
+    return Finding(
+        "network",
+        "warn",
+        f"node(s) with several network interfaces and none pinned ({named})",
+        "export GLOO_SOCKET_IFNAME=<iface> NCCL_SOCKET_IFNAME=<iface> (the launchers forward them to every "
+        "worker) and start each Ray node with --node-ip-address=<that interface's address>",
+    )
+
+
+def run_probe(config: DictConfig, address: str, in_job: bool = False) -> list[tuple[str, dict]]:
     """_probe_paths in one Ray task on every alive node, under the runtime_env verl's main_ppo will
     pass to ray.init (main_ppo.py:64-72): what verl's workers will find there."""
+    import uuid
+
     import cloudpickle
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     env = verl_runtime_env(config)
     resolved = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
+    shared = shared_paths(resolved)
+    ckpt = Path(str(resolved.trainer.default_local_dir))
+    marker = None
+    if ckpt.is_absolute():  # a file of the driver's the workers must see
+        ckpt.mkdir(parents=True, exist_ok=True)
+        marker = ckpt / f".doctor-{uuid.uuid4().hex}"
+        marker.write_text("written by recipes.doctor on the driver's node; removed after the probe\n")
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import recipes
     try:
         with _connected(address):
@@ -544,22 +650,36 @@ def run_probe(config: DictConfig, address: str) -> list[tuple[str, dict]]:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             refs = [
                 probe.options(
-                    runtime_env=env,
+                    # inside a submitted job the tasks inherit the job's runtime_env, as verl's workers do
+                    **({} if in_job else {"runtime_env": env}),
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False),
-                ).remote(resolved)
+                ).remote(resolved, shared, str(marker) if marker else None)
                 for n in nodes
             ]
             results = ray.get(refs, timeout=300)
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    return [(n.get("NodeManagerAddress", "?"), r) for n, r in zip(nodes, results, strict=True)]
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    # several nodes of one host share an address: the node id tells them apart
+    return [
+        (f"{n.get('NodeManagerAddress', '?')} (node {n['NodeID'][:8]})", r)
+        for n, r in zip(nodes, results, strict=True)
+    ]
 
 
-def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str) -> Finding:
-    results = run_probe(launch_plan.config, address)
+def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str, in_job: bool = False) -> Finding:
+    results = run_probe(launch_plan.config, address, in_job=in_job)
     problems, wrong_env = [], []
+    resolved = OmegaConf.create(OmegaConf.to_container(launch_plan.config, resolve=True))
+    driver_files = {path: _fingerprint(path) for path in shared_paths(resolved)}
     for node, result in results:
         problems += [f"{node}: {p} (worker folder {result['cwd']})" for p in result["problems"]]
+        for path, seen in result.get("files", {}).items():
+            if seen is None:
+                problems.append(f"{node}: {path}: not found (the driver has it)")
+            elif seen != driver_files.get(path):
+                problems.append(f"{node}: {path}: not the driver's file (size/content differ)")
         for name, value in launch_plan.env.items():
             if name in result["env"] and result["env"][name] != value:
                 wrong_env.append(f"{node}: {name}={result['env'][name]!r}, driver {value!r}")
@@ -571,12 +691,75 @@ def check_cluster_paths(launch_plan: launch.LaunchPlan, address: str) -> Finding
             "run through `make train`/`make submit` (they pass paths absolute and the environment in "
             "ray_kwargs.ray_init.runtime_env), and keep data and the checkout on storage every node sees",
         )
-    return Finding(
+    ok = Finding(
         "cluster",
         "ok",
-        f"{len(results)} node(s): reward file, replay buffer, data files resolve in a worker; "
+        f"{len(results)} node(s): reward file, replay buffer, data files resolve in a worker; code, data and "
+        f"model are the driver's files ({len(driver_files)} compared); checkpoint folder shared; "
         "environment arrives; metrics folder exists",
     )
+    network = interface_warning(results, {**os.environ, **launch_plan.env})
+    return [ok, network] if network else ok
+
+
+#: What a probe job prints before its findings (JSON), for `check_submitted_paths` to find in its logs.
+PROBE_MARK = "# doctor probe findings: "
+PROBE_ENV = "IMAGEEDIT_DOCTOR_PROBE"
+
+
+def check_submitted_paths(
+    launch_plan: launch.LaunchPlan, address: str, timeout: float = 300
+) -> list[Finding]:
+    """`make submit`'s workers probed where they will run: a small Ray job with the very runtime_env the
+    training job gets (`launch.submit_spec`: the uploaded checkout, the forwarded environment) runs the
+    per-node probe of `check_cluster_paths` on every node (code, data, model files the same as on the
+    job's driver node, the checkpoint folder shared, the environment, the interfaces). The recipe and
+    overrides travel in the job's environment, so the probe job's entry point names no run."""
+    import json
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    spec = launch.submit_spec(launch_plan)
+    spec["env_vars"][PROBE_ENV] = json.dumps(
+        {"recipe": launch_plan.recipe, "overrides": launch_plan.overrides}
+    )
+    python = os.environ.get("SUBMIT_PYTHON", "python")
+    client = JobSubmissionClient(address)
+    job = client.submit_job(entrypoint=f"{python} -m recipes.doctor --probe-job", runtime_env=spec)
+    deadline = time.monotonic() + timeout
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if time.monotonic() > deadline:
+            client.stop_job(job)
+            return [Finding("cluster", "fail", f"the probe job {job} did not finish in {timeout:.0f} s")]
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    lines = [line for line in logs.splitlines() if line.startswith(PROBE_MARK)]
+    if not lines:
+        return [Finding("cluster", "fail", f"the probe job {job} printed no findings: {logs[-1500:]}")]
+    return [Finding(**f) for f in json.loads(lines[-1][len(PROBE_MARK) :])]
+
+
+def probe_job_main() -> int:
+    """Inside the probe job of `check_submitted_paths`: the per-node probe, its findings as JSON."""
+    import json
+    from dataclasses import asdict
+
+    given = json.loads(os.environ[PROBE_ENV])
+    config = launch.compose(given["recipe"], given["overrides"])
+    env = launch.worker_env(config)
+    env.pop("PYTHONPATH", None)  # the job's working_dir is on its workers' sys.path
+    plan = launch.LaunchPlan(given["recipe"], given["overrides"], config, [], env)
+    from recipes import doctor  # this module by its name, not __main__: the probe ships by value from it
+
+    try:
+        findings = _as_list(doctor.check_cluster_paths(plan, "auto", in_job=True))
+    except Exception as err:
+        findings = [Finding("cluster", "fail", f"{type(err).__name__}: {err}")]
+    for f in findings:
+        f.detail = "job's " + f.detail if f.status == "ok" else f.detail
+    print(PROBE_MARK + json.dumps([asdict(f) for f in findings]), flush=True)
+    return 0
 
 
 # --- image budget and prompt lengths -----------------------------------------------------------------
@@ -912,6 +1095,10 @@ def check_secrets(environ: dict[str, str]) -> list[Finding]:
 # --- all of it ---------------------------------------------------------------------------------------
 
 
+def _as_list(found: Finding | list[Finding]) -> list[Finding]:
+    return found if isinstance(found, list) else [found]
+
+
 def run_checks(
     launch_plan: launch.LaunchPlan,
     route: str = "train",
@@ -950,11 +1137,13 @@ def run_checks(
         ("settings", lambda: check_settings(config)),
     ]
     if address and route == "train" and not address.startswith("http"):
-        checks.append(("cluster", lambda: [check_cluster_paths(launch_plan, address)]))
+        checks.append(("cluster", lambda: _as_list(check_cluster_paths(launch_plan, address))))
         checks.append(("secrets", lambda: check_secrets(os.environ)))
+    elif address and route == "submit" and not dry_run:
+        checks.append(("cluster", lambda: check_submitted_paths(launch_plan, address)))
     elif address:
         why = (
-            "paths resolve in the job's uploaded working_dir"
+            "DRY_RUN: the workers are probed by a small Ray job when you submit"
             if route == "submit"
             else "RAY_ADDRESS is a dashboard URL: the per-node probe needs the GCS address (HOST:6379)"
         )
@@ -993,8 +1182,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wait-nodes", type=int, default=None, help="only wait until this many Ray nodes joined --address"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait-nodes")
+    parser.add_argument("--probe-job", action="store_true", help=argparse.SUPPRESS)  # check_submitted_paths
+    parser.add_argument(
+        "--lost-nodes",
+        action="store_true",
+        help="name the dead nodes of the cluster at --address (after a failed run)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for make train")
     args = parser.parse_args(argv)
+    if args.probe_job:
+        return probe_job_main()
+    if args.address:  # a client of a running cluster: the token mode its head may use (launch.ray_auth_env)
+        os.environ.update(launch.ray_auth_env(args.address))
+    if args.lost_nodes:
+        try:
+            dead = lost_nodes(args.address)
+        except Exception as err:
+            print(
+                f"error: could not ask the Ray cluster at {args.address} which nodes died: {err}",
+                file=sys.stderr,
+            )
+            return 2
+        for node in dead:
+            print(f"error: Ray node {node} was lost", file=sys.stderr)
+        if dead:
+            print(
+                "fix: bring the node back (or start with fewer NODES) and rerun the same command: verl resumes "
+                "from the last complete checkpoint in trainer.default_local_dir",
+                file=sys.stderr,
+            )
+        return 0
     try:
         if args.wait_nodes is not None:
             if not args.address:

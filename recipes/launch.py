@@ -41,7 +41,9 @@ CPU_RECIPE = "imageedit_r1_tiny"
 DEFAULT_RAY_ADDRESS = "http://127.0.0.1:8265"
 #: Environment variables a submitted job takes along (besides those named in runtime_env.yaml).
 FORWARDED_ENV_PREFIXES = ("WANDB_", "HF_", "TRANSFORMERS_", "VERL_")
-FORWARDED_ENV_NAMES = ("TOKENIZERS_PARALLELISM",)
+#: GLOO_/NCCL_SOCKET_IFNAME pin the network interface of the trainer's collectives on multi-NIC nodes
+#: (recipes/multinode.md); forwarded when set.
+FORWARDED_ENV_NAMES = ("TOKENIZERS_PARALLELISM", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 #: Printed as *** (they still reach the job, through a file only the user can read).
 SECRET_SUFFIXES = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 #: Config keys naming local files or folders. verl opens them relative to each Ray worker's current
@@ -143,8 +145,10 @@ def is_sft(config: DictConfig) -> bool:
 
 
 def cluster_overrides(config: DictConfig, nodes: int | None, gpus: int | None) -> list[str]:
-    """NODES/GPUS as verl overrides (GPU recipes only: the CPU path is one process)."""
-    if is_cpu(config):
+    """NODES/GPUS as verl overrides. A CPU recipe is one trainer process on one node (the Makefile's
+    GPUS=8 default is not for it) unless NODES > 1 asks for a cluster: then both apply, GPUS being the
+    "GPU" slots (trainer processes) each node advertises (`ray start --num-gpus`)."""
+    if is_cpu(config) and not (nodes or 1) > 1:
         return []
     out = []
     if nodes is not None:
@@ -326,6 +330,61 @@ def existing_cluster_overrides(config: DictConfig) -> list[str]:
     return [
         f"ray_kwargs.ray_init.{key}=null" for key in ("num_cpus", "num_gpus") if init.get(key) is not None
     ]
+
+
+def ray_auth_env(address: str | None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """`RAY_AUTH_MODE=token` for a client of the running cluster at `address` when that cluster wants a
+    token, a token is at hand and no mode is set.
+
+    Ray 2.60 turns token auth on for `ray start --head` whenever a token exists (`~/.ray/auth_token`,
+    which any earlier local `ray.init` writes), but never for a client given an explicit address
+    (`ray/_private/worker.py:1972-1977`) nor for `ray start --address`: the driver, the preflight and the
+    `ray job` CLI then fail with InvalidAuthToken. The reverse fails too, and silently (measured): a
+    token-mode driver on a cluster without auth connects, but its actors are cancelled before they start
+    ("all references to the actor were removed"), since the cluster cannot call back into the driver. So
+    the cluster is asked first (`cluster_wants_token`). RAY_AUTH_MODE set (e.g. `disabled`, a conscious
+    choice) wins."""
+    environ = os.environ if environ is None else environ
+    if environ.get("RAY_AUTH_MODE") or not address:
+        return {}
+    token_file = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not (environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        return {}
+    return {"RAY_AUTH_MODE": "token"} if cluster_wants_token(address, environ) else {}
+
+
+def cluster_wants_token(address: str, environ: dict[str, str] | None = None, timeout: float = 60) -> bool:
+    """Whether the Ray cluster at `address` refuses a client without a token: the dashboard (http URL)
+    answers 401/403, or a `ray.init` without a token (in a subprocess: Ray's auth mode is fixed per
+    process) fails with an authentication error."""
+    environ = dict(os.environ if environ is None else environ)
+    if address.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(address.rstrip("/") + "/api/version", timeout=timeout).close()
+        except urllib.error.HTTPError as err:
+            return err.code in (401, 403)
+        except OSError:
+            return False  # not up: the launcher's own connection says what is wrong
+        return False
+    probe = (
+        "import ray; ray.init(address=__import__('sys').argv[1], log_to_driver=False, logging_level='ERROR')"
+    )
+    environ["RAY_AUTH_MODE"] = "disabled"
+    environ.pop("RAY_ADDRESS", None)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, address],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode != 0 and "auth" in (out.stdout + out.stderr).lower()
 
 
 def hydra_string(value: str) -> str:
@@ -624,6 +683,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     os.environ.update(launch_environment())  # a no-op under make and the launchers
+    if args.action == "submit" or os.environ.get("RAY_ADDRESS"):  # a client of a running cluster
+        os.environ.update(
+            ray_auth_env(args.address if args.action == "submit" else os.environ["RAY_ADDRESS"])
+        )
     try:
         if args.action == "train":
             launch = plan(args.recipe, args.overrides, args.nodes, args.gpus, python=default_python())

@@ -16,4 +16,18 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
 fi
 
 cd "$ROOT"
-exec "$PYTHON" -m recipes.launch train -- "$@"
+if [[ -z "${RAY_ADDRESS:-}" || "${DRY_RUN:-0}" != "0" ]]; then
+  exec "$PYTHON" -m recipes.launch train -- "$@"
+fi
+# Joining a running cluster: when the run fails, name the nodes the cluster lost (Ray's own error for a
+# node lost mid-run is often an RPC error naming none); signals reach the trainer as before.
+"$PYTHON" -m recipes.launch train -- "$@" &
+TRAINER=$!
+trap 'kill -TERM "$TRAINER" 2>/dev/null' TERM INT
+RC=0
+wait "$TRAINER" || RC=$?
+if ((RC > 128)) && kill -0 "$TRAINER" 2>/dev/null; then wait "$TRAINER" || RC=$?; fi  # woken by a trap
+if ((RC != 0)); then
+  "$PYTHON" -m recipes.doctor --address "$RAY_ADDRESS" --lost-nodes || true
+fi
+exit "$RC"
