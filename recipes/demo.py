@@ -427,7 +427,7 @@ def write_report(
         "",
         "**What this is.** The whole ImageEdit-R1 loop at toy scale, on verl's own trainers (the ones a "
         "GPU cluster runs): a *randomly initialised* tiny "
-        f"Qwen2.5-VL ({model.text_hidden}-dim text, {model.text_layers} layers, {model.tokenizer} tokenizer; "
+        f"Qwen2.5-VL ({model.text_hidden}-dim text, {model.text_layers} layers; "
         "the real classes, not the 7B weights) learns to decompose edit requests about synthetic shape "
         "scenes: a supervised cold start on verl's SFT trainer, then GRPO with the paper's reward (format + "
         "F1 on actions, subjects, goals) on verl's `main_ppo`. The pipeline then runs decomposition -> "

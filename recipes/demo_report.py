@@ -273,12 +273,16 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
     control = results["exact_edit"].get("sft_control_minus_grpo")
     reward_control = results["heldout_reward"].get("sft_control_minus_grpo")
     if control and reward_control:
-        lo, hi = reward_control["ci"]
-        who = "the SFT control" if lo > 0 else ("GRPO" if hi < 0 else "neither (within the interval)")
+
+        def winner(d: Mapping[str, Any]) -> str:
+            lo, hi = d["ci"]
+            return "the SFT control" if lo > 0 else ("GRPO" if hi < 0 else "neither, within the interval")
+
         lines.append(
             f"- Equal compute, SFT control minus GRPO: held-out reward {reward_control['mean']:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}], exact edits {control['mean']:+.3f} [{control['ci'][0]:+.3f}, "
-            f"{control['ci'][1]:+.3f}]: {who} did better. The control can only imitate the answers it is "
-            "trained on; GRPO optimises the reward of the exact ground truth."
+            f"[{reward_control['ci'][0]:+.3f}, {reward_control['ci'][1]:+.3f}] (better: {winner(reward_control)}); "
+            f"exact edits {control['mean']:+.3f} [{control['ci'][0]:+.3f}, {control['ci'][1]:+.3f}] "
+            f"(better: {winner(control)}). The control can only imitate the answers it is trained on; GRPO "
+            "optimises the reward of the exact ground truth."
         )
     return lines

@@ -46,7 +46,7 @@ def test_verdicts_say_when_nothing_changed_and_when_the_control_wins():
     results = demo_report.table1_results({"cold_start": flat, "grpo": flat, "sft_control": better})
     text = "\n".join(demo_report.verdicts(results))
     assert "did not measurably change the held-out reward" in text
-    assert "the SFT control did better" in text
+    assert "(better: the SFT control)" in text
 
 
 def test_constant_baseline_gives_the_most_frequent_training_answer_to_every_item():
