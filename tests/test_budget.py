@@ -111,11 +111,12 @@ def test_budget_check_counts_exactly_the_rows_verls_filter_drops(photo_parquet, 
 def test_doctor_refuses_rows_verl_would_drop(photo_parquet, qwen_processor):
     from recipes import doctor
 
-    cfg = launch.compose(PAPER, [f"data.train_files={photo_parquet}", "~data.mm_processor_kwargs.max_pixels"])
+    files = [f"data.train_files={photo_parquet}", f"data.val_files={photo_parquet}"]
+    cfg = launch.compose(PAPER, [*files, "~data.mm_processor_kwargs.max_pixels"])
     found = doctor.check_prompt_lengths(cfg, allow_overlong=False, processor=qwen_processor)
-    assert found.status == "fail" and "2 of 4 rows" in found.detail and "--max-pixels" in found.fix
+    assert found.status == "fail" and "2 of 4 rows" in found.detail and "--max-pixels" in found.fix, found
     assert doctor.check_prompt_lengths(cfg, allow_overlong=True, processor=qwen_processor).status == "warn"
-    ok = launch.compose(PAPER, [f"data.train_files={photo_parquet}"])
+    ok = launch.compose(PAPER, files)
     assert doctor.check_prompt_lengths(ok, allow_overlong=False, processor=qwen_processor).status == "ok"
 
 

@@ -178,7 +178,7 @@ def test_tiny_recipe_carries_the_contract_keys():
     actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
     assert cfg.trainer.device == "cpu"
     assert (rollout.n, rollout.temperature, rollout.top_p) == (8, 1.0, 1.0)
-    assert actor.optim.lr == pytest.approx(1e-4)
+    assert actor.optim.lr == pytest.approx(2e-4)
     assert (actor.use_kl_loss, actor.kl_loss_type, actor.kl_loss_coef) == (True, "low_var_kl", 0.01)
     assert (actor.clip_ratio, actor.loss_agg_mode) == (0.2, "token-mean")
     assert (cfg.data.train_batch_size, cfg.data.max_response_length) == (8, 48)
