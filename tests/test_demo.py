@@ -13,7 +13,13 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     text = report.read_text()
     assert "not, and do not estimate, the paper's scores" in text
     assert "Table 1 in miniature" in text and "What each stage saw" in text and "Learning health" in text
-    for row in ("oracle / single", "cold start / single", "GRPO / single", "SFT control / single", "GRPO / original"):
+    for row in (
+        "oracle / single",
+        "cold start / single",
+        "GRPO / single",
+        "SFT control / single",
+        "GRPO / original",
+    ):
         assert row in text
     for row in ("original", "w/o RL (cold start)", "ImageEdit-R1 (GRPO)", "SFT control (equal compute)"):
         assert f"| {row} |" in text
