@@ -515,26 +515,6 @@ def write_report(
     return write_text(out / "report.md", "\n".join(lines))
 
 
-def training_trend(metrics: Path, window: int = 25) -> dict[str, Any] | None:
-    """The training reward (sampled at the rollout temperature) of the first and last `window` steps,
-    with bootstrap intervals over the steps' means."""
-    from eval.bootstrap import bootstrap_mean, bootstrap_unpaired_difference
-    from eval.curves import load_metrics
-
-    if not metrics.is_file():
-        return None
-    scores = [m["train/reward/score"] for m in load_metrics(metrics) if "train/reward/score" in m]
-    if len(scores) < 2 * window:
-        return None
-    first, last = scores[:window], scores[-window:]
-    return {
-        "window": window,
-        "first": bootstrap_mean(first),
-        "last": bootstrap_mean(last),
-        "delta": bootstrap_unpaired_difference(last, first),
-    }
-
-
 def median_step_seconds(metrics: Path) -> float | None:
     from statistics import median
 
