@@ -67,7 +67,7 @@ def runs(tmp_path_factory):
     ]
     built = tiny_assets.ensure(compose("imageedit_r1_tiny", assets), progress=False)
     # a cold-started policy: on a random one the rollout/actor agreement check below would be vacuous
-    init = cold_start(built["model"], built["data"] / "sft_train.parquet", root / "cold", steps=60)
+    init = cold_start(built["model"], built["data"] / "sft_train.parquet", root / "cold", steps=150)
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RECIPE", "ARGS", "DRY_RUN")}
     env = {**base, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "HF_HUB_OFFLINE": "1"}
     args = [
