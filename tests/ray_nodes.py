@@ -33,6 +33,23 @@ TWO_NODE_BATCH = [
 ]
 
 
+def short_run(root: Path, name: str, steps: int) -> list[str]:
+    """The fewest steps of the tiny recipe (2 prompts x 4 rollouts), a checkpoint every 2 steps."""
+    return [
+        f"assets.data.dir={root}/data",
+        f"assets.model.dir={root}/vlm",
+        "assets.data.train=16",
+        "assets.data.val=4",
+        f"trainer.default_local_dir={root}/ckpt_{name}",
+        f"trainer.experiment_name={name}",
+        f"trainer.total_training_steps={steps}",
+        "trainer.save_freq=2",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+        *TWO_NODE_BATCH,
+    ]
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import TWO_NODE_BATCH, LocalRayCluster, PeakMemory, actors_by_class, poll, token_auth
+from ray_nodes import LocalRayCluster, PeakMemory, actors_by_class, poll, short_run, token_auth
 
 pytestmark = pytest.mark.cluster
 
@@ -34,23 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 #: (verl/single_controller/ray/base.py:1004), and the CPU rollout's server (recipes/verl_cpu/rollout.py).
 TRAINER_CLASS = "WorkerDict"
 ROLLOUT_CLASS = "HFRolloutServer"
-
-
-def short_run(root: Path, name: str, steps: int) -> list[str]:
-    """The fewest steps of the tiny recipe (2 prompts x 4 rollouts), a checkpoint every 2 steps."""
-    return [
-        f"assets.data.dir={root}/data",
-        f"assets.model.dir={root}/vlm",
-        "assets.data.train=16",
-        "assets.data.val=4",
-        f"trainer.default_local_dir={root}/ckpt_{name}",
-        f"trainer.experiment_name={name}",
-        f"trainer.total_training_steps={steps}",
-        "trainer.save_freq=2",
-        "trainer.test_freq=-1",
-        "trainer.val_before_train=false",
-        *TWO_NODE_BATCH,
-    ]
 
 
 def metric_steps(path: Path) -> list[int]:

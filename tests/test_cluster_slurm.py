@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import TWO_NODE_BATCH, free_ports, poll
+from ray_nodes import free_ports, poll, short_run
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +49,7 @@ def slurm():
         from recipes import tiny_assets
         from recipes.launch import compose
 
-        tiny_assets.ensure(compose("imageedit_r1_tiny", overrides(tmp, "assets", 1)), progress=False)
+        tiny_assets.ensure(compose("imageedit_r1_tiny", short_run(tmp, "assets", 1)), progress=False)
         token = tmp / "auth_token"  # the script hands it to every node (RAY_AUTH_TOKEN)
         token.write_text(secrets.token_hex(16))
         env = {
@@ -70,22 +70,6 @@ def slurm():
     finally:
         subprocess.run(["bash", str(LOCAL_SLURM), "down"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def overrides(root: Path, name: str, steps: int) -> list[str]:
-    return [
-        f"assets.data.dir={root}/data",
-        f"assets.model.dir={root}/vlm",
-        "assets.data.train=16",
-        "assets.data.val=4",
-        f"trainer.default_local_dir={root}/ckpt_{name}",
-        f"trainer.experiment_name={name}",
-        f"trainer.total_training_steps={steps}",
-        "trainer.save_freq=2",
-        "trainer.test_freq=-1",
-        "trainer.val_before_train=false",
-        *TWO_NODE_BATCH,
-    ]
 
 
 def sbatch(slurm: dict, name: str, steps: int) -> tuple[str, Path, Path]:
@@ -114,7 +98,7 @@ def sbatch(slurm: dict, name: str, steps: int) -> tuple[str, Path, Path]:
             str(client),
             "--agent-port",
             str(agent),
-            *overrides(slurm["tmp"], name, steps),
+            *short_run(slurm["tmp"], name, steps),
         ],
         cwd=REPO,
         env={**slurm["env"], "VERL_FILE_LOGGER_PATH": str(metrics)},

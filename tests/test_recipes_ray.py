@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from ray_nodes import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -36,17 +36,6 @@ SHORT_RUN = [
 ]
 #: What the shell that started the head had not: the cluster's workers must get them from the launcher.
 LAUNCHER_ONLY = ("VERL_", "WANDB_", "HF_", "TRANSFORMERS_", "PYTHONPATH", "RAY_ADDRESS")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for_jobs_api(url: str, timeout: float) -> None:
