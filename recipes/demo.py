@@ -443,6 +443,16 @@ def write_report(
         "",
         *demo_report.verdicts(summary),
         "",
+        *(
+            [
+                demo_report.subject_need_table(summary["subject_needs"]).to_markdown(),
+                "",
+                *demo_report.subject_need_findings(summary["subject_needs"]),
+                "",
+            ]
+            if summary.get("subject_needs")
+            else []
+        ),
         "## What each stage saw",
         "",
         f"- **Data**: {cfg.assets.data.train} synthetic training requests (1-{cfg.assets.data.max_edits} edits "
@@ -650,6 +660,18 @@ def main(argv: list[str] | None = None) -> Path:
         else None,
         "grpo": {"steps": int(cfg.trainer.total_training_steps), "train_seconds": grpo_train_seconds},
         "answer_diversity": demo_report.answer_diversity(list(read_traces(runs["cold start"]["single"]))),
+        "subject_needs": demo_report.exact_by_subject_need(
+            {
+                r.id: (r.instruction, list(r.decomposition.subjects))
+                for r in list(read_records(records))[: limit or None]
+            },
+            items,
+            {
+                key: list(read_traces(runs[label]["single"]))
+                for key, label in demo_report.CHECKPOINT_LABELS.items()
+                if label in runs
+            },
+        ),
         "health": demo_report.health_summary(metrics),
     }
     baseline = demo_report.constant_baseline(training_answers(cfg), held_out_truth)

@@ -98,6 +98,116 @@ def answer_diversity(traces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# What an exact edit needs from the subjects
+
+#: Subjects that name the whole scene: the tool editor needs no object for them.
+SCENE_WIDE = ("image", "background")
+#: Items grouped by what their ground-truth subjects ask of a decomposer, in report order.
+SUBJECT_NEEDS = ("scene-wide only", "named in the request", "read from the image")
+
+
+def subject_need(instruction: str, subjects: Sequence[str]) -> str:
+    """What an exact edit of one item needs: only scene-wide subjects; object subjects all named
+    verbatim in the request ("the blue triangle"); or at least one the request names by colour or
+    shape alone ("the blue thing"), which only the image resolves."""
+    objects = [s for s in subjects if s not in SCENE_WIDE]
+    if not objects:
+        return SUBJECT_NEEDS[0]
+    return SUBJECT_NEEDS[1] if all(s in instruction for s in objects) else SUBJECT_NEEDS[2]
+
+
+def exact_by_subject_need(
+    truth: Mapping[str, tuple[str, Sequence[str]]],
+    items: Mapping[str, Mapping[str, Mapping[str, float]]],
+    traces: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """Exact edits per kind of item (`subject_need`), and how many of the object subjects named
+    verbatim in the request each decomposer's answer contains: an exact edit needs every subject
+    right, so a decomposer that does not copy names can only be exact on scene-wide items.
+
+    `truth`: {item id: (request, ground-truth subjects)}; `items`: {checkpoint: per_item(...)};
+    `traces`: {checkpoint: its pipeline traces} (checkpoints without traces, like 'original', get no
+    copy rate)."""
+    need = {item: subject_need(*truth[item]) for item in truth}
+    exact = {
+        kind: {
+            "items": sum(1 for v in need.values() if v == kind),
+            **{
+                name: sum(int(per[i]["exact"]) for i in per if need.get(i) == kind)
+                for name, per in items.items()
+            },
+        }
+        for kind in SUBJECT_NEEDS
+    }
+    copied: dict[str, dict[str, int]] = {}
+    for name, rows in traces.items():
+        named = hits = 0
+        for trace in rows:
+            if trace.get("id") not in truth:
+                continue
+            request, subjects = truth[trace["id"]]
+            answer = ((trace.get("decomposition") or {}).get("parsed") or {}).get("subjects") or []
+            for subject in subjects:
+                if subject not in SCENE_WIDE and subject in request:
+                    named += 1
+                    hits += subject in answer
+        copied[name] = {"named": named, "copied": hits}
+    return {"exact": exact, "named_subjects_copied": copied}
+
+
+def subject_need_table(breakdown: Mapping[str, Any]):
+    """Exact edits by what the subjects need, one column per checkpoint, and the copy rate."""
+    from eval.tables import Table
+
+    exact = breakdown["exact"]
+    names = [k for k in next(iter(exact.values())) if k != "items"]
+    rows = [[kind, str(exact[kind]["items"]), *(str(exact[kind][n]) for n in names)] for kind in exact]
+    copy = breakdown["named_subjects_copied"]
+    rows.append(
+        [
+            "object subjects named in the request that the answer copies",
+            str(next(iter(copy.values()))["named"]) if copy else "",
+            *(f"{copy[n]['copied']}" if n in copy else "n/a" for n in names),
+        ]
+    )
+    return Table(
+        title="Exact edits by what the item's subjects need (held-out items; counts)",
+        header=["items whose subjects are", "items", *names],
+        rows=rows,
+    )
+
+
+def subject_need_findings(
+    breakdown: Mapping[str, Any], labels: Mapping[str, str] = CHECKPOINT_LABELS
+) -> list[str]:
+    """Report lines: where the exact edits came from, and whether the decomposers copy names."""
+    exact, copy = breakdown["exact"], breakdown["named_subjects_copied"]
+    scene, others = SUBJECT_NEEDS[0], SUBJECT_NEEDS[1:]
+    names = [n for n in copy if n in labels]
+    lines = []
+    if names:
+        per = ", ".join(
+            f"{labels[n]} {exact[scene][n]}/{exact[scene]['items']} scene-wide and "
+            f"{sum(exact[k][n] for k in others)}/{sum(exact[k]['items'] for k in others)} with objects"
+            for n in names
+        )
+        lines.append(f"- Exact edits need every subject right. Exact items: {per}.")
+        named = copy[names[0]]["named"]
+        rates = ", ".join(
+            f"{labels[n]} {copy[n]['copied']} ({copy[n]['copied'] / named:.0%})"
+            if named
+            else f"{labels[n]} 0"
+            for n in names
+        )
+        lines.append(
+            f"- Of the {named} object subjects that the held-out requests name verbatim, the answers copy: "
+            f"{rates}. A decomposer that does not copy names can be exact only on the "
+            f"{exact[scene]['items']} scene-wide items, whatever the training."
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # Learning health
 
 

@@ -136,3 +136,28 @@ def test_verl_validation_dumps_are_paired_by_item_not_by_line(tmp_path):
         and delta.low == pytest.approx(0.1)
         and delta.high == pytest.approx(0.1)
     )
+
+
+def test_exact_edits_split_by_what_the_subjects_need_and_the_named_subjects_copied():
+    truth = {
+        "a": ("Blur the background and brighten the photo.", ["background", "image"]),
+        "b": ("Remove the blue triangle.", ["blue triangle"]),
+        "c": ("Make the blue thing larger.", ["blue circle"]),
+    }
+    assert [demo_report.subject_need(*truth[k]) for k in "abc"] == list(demo_report.SUBJECT_NEEDS)
+    items = {"cold_start": {"a": {"exact": 1.0}, "b": {"exact": 0.0}, "c": {"exact": 0.0}}}
+    traces = {
+        "cold_start": [
+            {"id": "a", "decomposition": {"parsed": {"subjects": ["background", "image"]}}},
+            {"id": "b", "decomposition": {"parsed": {"subjects": ["red square"]}}},  # not copied
+            {"id": "c", "decomposition": None},  # no answer
+        ]
+    }
+    out = demo_report.exact_by_subject_need(truth, items, traces)
+    assert out["exact"]["scene-wide only"] == {"items": 1, "cold_start": 1}
+    assert out["exact"]["named in the request"] == {"items": 1, "cold_start": 0}
+    assert out["named_subjects_copied"] == {"cold_start": {"named": 1, "copied": 0}}
+    lines = demo_report.subject_need_findings(out)
+    assert "cold start 1/1 scene-wide and 0/2 with objects" in lines[0]
+    assert "copy: cold start 0 (0%)" in lines[1]
+    assert "| object subjects named" in demo_report.subject_need_table(out).to_markdown()
