@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,11 @@ VENV_BIN = Path(sys.executable).parent
 LAUNCHER_ONLY = ("VERL_", "WANDB_", "HF_", "TRANSFORMERS_", "PYTHONPATH", "RAY_ADDRESS", "RAY_AUTH_MODE")
 
 
+PROMPTS_PER_STEP = 2
 #: recipes/demo.py's QUICK_BATCH (2 prompts x 4 rollouts) split over two trainer ranks: 4 sequences per
 #: rank, so micro batches of 4 (verl asserts the rank's share divides into micro batches).
 TWO_NODE_BATCH = [
-    "data.train_batch_size=2",
+    f"data.train_batch_size={PROMPTS_PER_STEP}",
     "actor_rollout_ref.actor.ppo_mini_batch_size=2",
     "actor_rollout_ref.rollout.n=4",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
@@ -33,12 +35,21 @@ TWO_NODE_BATCH = [
 ]
 
 
+#: Training prompts of the short runs: 8 steps per epoch.
+TRAIN_PROMPTS = 16
+
+
 def short_run(root: Path, name: str, steps: int) -> list[str]:
-    """The fewest steps of the tiny recipe (2 prompts x 4 rollouts), a checkpoint every 2 steps."""
+    """The fewest steps of the tiny recipe (2 prompts x 4 rollouts), a checkpoint every 2 steps. verl's
+    loop ends at trainer.total_epochs (the tiny recipe's is 1) even before trainer.total_training_steps
+    (verl/trainer/ppo/v1/trainer_base.py:467, measured: a run to 10 stopped after step 8 with exit 0),
+    so the epochs are as many as `steps` needs."""
+    epochs = -(-steps * PROMPTS_PER_STEP // TRAIN_PROMPTS)
     return [
         f"assets.data.dir={root}/data",
         f"assets.model.dir={root}/vlm",
-        "assets.data.train=16",
+        f"assets.data.train={TRAIN_PROMPTS}",
+        f"trainer.total_epochs={epochs}",
         "assets.data.val=4",
         f"trainer.default_local_dir={root}/ckpt_{name}",
         f"trainer.experiment_name={name}",
@@ -68,6 +79,22 @@ def poll(what: str, ready: Callable[[], bool], timeout: float, every: float = 1.
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout:.0f} s")
         time.sleep(every)
+
+
+@contextmanager
+def teardown_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a CI job's timeout, `kill`) raises KeyboardInterrupt here, so pytest still runs the
+    fixtures' teardown and stops the nodes and daemons they started; without it Python dies at once and
+    leaves them running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -173,29 +200,58 @@ class LocalRayCluster:
         poll(f"{count} alive Ray node(s) at {self.gcs}", ready, timeout)
 
     def kill_node(self, index: int) -> None:
-        """SIGKILL a node's whole process group: raylet, agents and its workers die at once, as when a
-        machine is lost."""
+        """SIGKILL every process of a node (raylet, agents and its workers, which Ray puts in process
+        groups of their own but in the node's session) at once, as when a machine is lost."""
         proc = self.nodes[index]
-        try:
-            os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_session(proc.pid)
         proc.wait(timeout=30)
 
     def stop(self) -> None:
         for proc in reversed(self.nodes):
-            if proc.poll() is not None:
+            if proc.poll() is None:
+                proc.terminate()  # `ray start --block` stops what it started on SIGTERM
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            kill_session(proc.pid)  # whatever of the node is left (a worker that outlived its raylet)
+
+
+def session_pids(sid: int) -> list[int]:
+    """The processes of session `sid` (a node started with start_new_session: sid = its pid)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
                 continue
-            pgid = os.getpgid(proc.pid)
-            proc.terminate()  # `ray start --block` stops what it started on SIGTERM
+            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(entry))
+    return pids
+
+
+def kill_session(sid: int, timeout: float = 30) -> None:
+    """SIGKILL every process of session `sid` until none is left (a zombie child of ours is reaped by
+    its Popen; one of another parent by that parent)."""
+
+    def gone() -> bool:
+        alive = [pid for pid in session_pids(sid) if not zombie(pid)]
+        for pid in alive:
             try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(pgid, signal.SIGKILL)  # whatever of our process group is left
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        return not alive
+
+    poll(f"the processes of session {sid} gone", gone, timeout, every=0.2)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 class token_auth:

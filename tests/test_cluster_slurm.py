@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import free_ports, poll, short_run
+from ray_nodes import free_ports, poll, short_run, teardown_on_sigterm
 
 pytestmark = pytest.mark.cluster
 
@@ -33,48 +34,89 @@ SCRIPT = REPO / "recipes" / "slurm" / "train.slurm"
 JOB_NAME = "imageedit-r1-grpo"
 
 
+def free_port_run(n: int) -> int:
+    """A port P with P..P+n-1 all free (slurmd's port, then one per node of a multiple-slurmd host)."""
+    for _ in range(100):
+        (base,) = free_ports(1)
+        if base + n < 65536 and all(port_is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no run of {n} free ports")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 @pytest.fixture(scope="module")
 def slurm():
-    """munged, slurmctld and two slurmd (node1, node2) on this host, in a private folder."""
+    """munged (when none runs), slurmctld and two slurmd (node1, node2) on this host, in a private folder
+    with ports of its own (a Slurm left by an earlier run, or the host's, cannot collide); torn down with
+    every job process even when a test fails or the run is stopped (SIGTERM)."""
     tmp = Path(tempfile.mkdtemp(prefix="c2slurm", dir="/tmp"))
-    env = {**os.environ, "LOCAL_SLURM_DIR": str(tmp / "slurm")}
-    up = subprocess.run(
-        ["bash", str(LOCAL_SLURM), "up", "--nodes", "2"], env=env, capture_output=True, text=True, timeout=900
-    )
-    if up.returncode == 3:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.skip(up.stderr.strip().splitlines()[-1])
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
-        from recipes import tiny_assets
-        from recipes.launch import compose
-
-        tiny_assets.ensure(compose("imageedit_r1_tiny", short_run(tmp, "assets", 1)), progress=False)
-        token = tmp / "auth_token"  # the script hands it to every node (RAY_AUTH_TOKEN)
-        token.write_text(secrets.token_hex(16))
-        env = {
-            k: v
-            for k, v in env.items()
-            if not k.startswith(("RAY_", "VERL_", "SLURM_")) and k not in ("PYTHONPATH", "DRY_RUN", "RECIPE")
-        }
-        env.update(
-            SLURM_CONF=str(tmp / "slurm" / "slurm.conf"),
-            RAY_TMPDIR=str(tmp),
-            RAY_AUTH_TOKEN_PATH=str(token),
-            PYTHON=sys.executable,
-            HF_HUB_OFFLINE="1",
-            WANDB_MODE="offline",
-            WANDB_DIR=str(tmp),
+    (ctld,) = free_ports(1)
+    env = {
+        **os.environ,
+        "LOCAL_SLURM_DIR": str(tmp / "slurm"),
+        "LOCAL_SLURM_CTLD_PORT": str(ctld),
+        "LOCAL_SLURM_SLURMD_PORT": str(free_port_run(3)),
+    }
+    down_env = dict(env)
+    with teardown_on_sigterm():
+        up = subprocess.run(
+            ["bash", str(LOCAL_SLURM), "up", "--nodes", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
-        yield {"tmp": tmp, "env": env}
-    finally:
-        subprocess.run(["bash", str(LOCAL_SLURM), "down"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if up.returncode == 3:
+            shutil.rmtree(tmp, ignore_errors=True)
+            pytest.skip(up.stderr.strip().splitlines()[-1])
+        try:
+            assert up.returncode == 0, up.stdout + up.stderr
+            yield {"tmp": tmp, "env": job_env(tmp, env)}
+        finally:
+            down = subprocess.run(
+                ["bash", str(LOCAL_SLURM), "down"], env=down_env, capture_output=True, text=True, timeout=300
+            )
+            print(f"\n[slurm teardown] {down.stdout.strip()} {down.stderr.strip()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def job_env(tmp: Path, env: dict[str, str]) -> dict[str, str]:
+    """The tiny assets under `tmp`, a Ray token of our own, and the environment sbatch is given."""
+    from recipes import tiny_assets
+    from recipes.launch import compose
+
+    tiny_assets.ensure(compose("imageedit_r1_tiny", short_run(tmp, "assets", 1)), progress=False)
+    token = tmp / "auth_token"  # the script hands it to every node (RAY_AUTH_TOKEN)
+    token.write_text(secrets.token_hex(16))
+    env = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith(("RAY_", "VERL_", "SLURM_")) and k not in ("PYTHONPATH", "DRY_RUN", "RECIPE")
+    }
+    env.update(
+        SLURM_CONF=str(tmp / "slurm" / "slurm.conf"),
+        RAY_TMPDIR=str(tmp),
+        RAY_AUTH_TOKEN_PATH=str(token),
+        PYTHON=sys.executable,
+        HF_HUB_OFFLINE="1",
+        WANDB_MODE="offline",
+        WANDB_DIR=str(tmp),
+    )
+    return env
 
 
 def sbatch(slurm: dict, name: str, steps: int) -> tuple[str, Path, Path]:
     """Submit from the checkout (the script's log goes to the submit folder); (job id, log, metrics)."""
-    gcs, dashboard, client, agent = free_ports(4)
+    gcs, dashboard, client = free_ports(3)
+    agent = free_port_run(2)  # node i's dashboard agent gets agent + i
     metrics = slurm["tmp"] / f"{name}.jsonl"
     out = subprocess.run(
         [
