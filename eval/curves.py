@@ -128,6 +128,27 @@ def save_figure_atomic(fig: Any, out_png: str | os.PathLike) -> Path:
     return out
 
 
+def _pyplot_and_metrics(metrics: Sequence[Mapping[str, Any]] | str | os.PathLike):
+    """matplotlib's pyplot on the headless Agg backend, and `metrics` loaded when given as a path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if isinstance(metrics, (str, os.PathLike)):
+        metrics = load_metrics(metrics)
+    return plt, metrics
+
+
+def _plot_rewards(
+    ax: Any, curves: Mapping[str, tuple[list[int], list[float]]], smooth: int, **line: Any
+) -> None:
+    """One line per reward component on `ax`, the overall score dashed."""
+    for label, (steps, values) in curves.items():
+        style = "--" if label == SCORE_KEY else "-"
+        ax.plot(steps, _moving_average(values, smooth), style, label=label, **line)
+
+
 def plot_reward_curves(
     metrics: Sequence[Mapping[str, Any]] | str | os.PathLike,
     out_png: str | os.PathLike,
@@ -139,22 +160,14 @@ def plot_reward_curves(
     `metrics` is what `load_metrics` returns (or a path it accepts); `smooth` is a trailing
     moving-average window. Raises ValueError when no reward metric is present.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if isinstance(metrics, (str, os.PathLike)):
-        metrics = load_metrics(metrics)
+    plt, metrics = _pyplot_and_metrics(metrics)
     curves = reward_series(metrics)
     if not curves:
         wanted = [train_metric(c) for c in (SCORE_KEY, *REWARD_COMPONENTS)]
         raise ValueError(f"no reward metrics to plot: expected some of {wanted} in the log")
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     try:
-        for label, (steps, values) in curves.items():
-            style = "--" if label == SCORE_KEY else "-"
-            ax.plot(steps, _moving_average(values, smooth), style, label=label, linewidth=1.6)
+        _plot_rewards(ax, curves, smooth, linewidth=1.6)
         ax.set_xlabel("training step")
         ax.set_ylabel("mean reward")
         ax.set_title(title or "Training rewards")
@@ -201,13 +214,7 @@ def plot_health_curves(
 ) -> Path:
     """One panel per learning-health signal (HEALTH_SIGNALS) plus the reward components, against the
     training step. Raises ValueError when none was logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if isinstance(metrics, (str, os.PathLike)):
-        metrics = load_metrics(metrics)
+    plt, metrics = _pyplot_and_metrics(metrics)
     panels = health_series(metrics)
     rewards = reward_series(metrics)
     if not panels and not rewards:
@@ -224,10 +231,7 @@ def plot_health_curves(
             ax.set_title(f"{panel}\n{name}", fontsize=8)
         if rewards:
             ax = flat[len(panels)]
-            for label, (steps, values) in rewards.items():
-                ax.plot(
-                    steps, _moving_average(values, smooth), "--" if label == SCORE_KEY else "-", label=label
-                )
+            _plot_rewards(ax, rewards, smooth)
             ax.set_title("reward components\ntrain/reward/*", fontsize=8)
             ax.legend(fontsize=6, loc="lower right")
         for ax in flat[:count]:
