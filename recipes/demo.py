@@ -639,7 +639,8 @@ def main(argv: list[str] | None = None) -> Path:
     from inference.pipeline import read_traces
     from inference.records import read_records
 
-    held_out_truth = [r.decomposition.to_ground_truth() for r in read_records(records)][: limit or None]
+    held_out_records = list(read_records(records))[: limit or None]
+    held_out_truth = [r.decomposition.to_ground_truth() for r in held_out_records]
     sft_run = (
         json.loads((out / "run" / "sft.json").read_text()) if (out / "run" / "sft.json").is_file() else {}
     )
@@ -661,10 +662,7 @@ def main(argv: list[str] | None = None) -> Path:
         "grpo": {"steps": int(cfg.trainer.total_training_steps), "train_seconds": grpo_train_seconds},
         "answer_diversity": demo_report.answer_diversity(list(read_traces(runs["cold start"]["single"]))),
         "subject_needs": demo_report.exact_by_subject_need(
-            {
-                r.id: (r.instruction, list(r.decomposition.subjects))
-                for r in list(read_records(records))[: limit or None]
-            },
+            {r.id: (r.instruction, list(r.decomposition.subjects)) for r in held_out_records},
             items,
             {
                 key: list(read_traces(runs[label]["single"]))
