@@ -427,14 +427,9 @@ def lost_nodes(address: str) -> list[str]:
         import ray
 
         dead = [n for n in ray.nodes() if not n.get("Alive")]
-    out = []
-    for n in dead:
-        reason = " ".join(str(v) for k, v in n.items() if "Death" in k and v not in (None, "", 0)).strip()
-        out.append(
-            f"{n.get('NodeID', '?')} at {n.get('NodeManagerAddress', '?')}"
-            + (f" ({reason})" if reason else "")
-        )
-    return out
+    from recipes.node_watch import describe
+
+    return [describe(n) for n in dead]
 
 
 def _port_open(address: str) -> None:

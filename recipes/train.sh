@@ -19,15 +19,26 @@ cd "$ROOT"
 if [[ -z "${RAY_ADDRESS:-}" || "${DRY_RUN:-0}" != "0" ]]; then
   exec "$PYTHON" -m recipes.launch train -- "$@"
 fi
-# Joining a running cluster: when the run fails, name the nodes the cluster lost (Ray's own error for a
-# node lost mid-run is often an RPC error naming none); signals reach the trainer as before.
+# Joining a running cluster: recipes/node_watch.py stops the run within seconds of the cluster losing a
+# node, naming it (a lost node does not always end verl's run: recipes/multinode.md); NODE_WATCH=0 turns
+# it off. When the run fails, name the nodes the cluster lost (Ray's own error for a node lost mid-run is
+# often an RPC error naming none); signals reach the trainer as before.
 "$PYTHON" -m recipes.launch train -- "$@" &
 TRAINER=$!
+WATCH=""
+if [[ "${NODE_WATCH:-1}" != "0" ]]; then
+  "$PYTHON" -m recipes.node_watch --address "$RAY_ADDRESS" --pid "$TRAINER" &
+  WATCH=$!
+fi
 trap 'kill -TERM "$TRAINER" 2>/dev/null' TERM INT
 RC=0
 wait "$TRAINER" || RC=$?
 if ((RC > 128)) && kill -0 "$TRAINER" 2>/dev/null; then wait "$TRAINER" || RC=$?; fi  # woken by a trap
-if ((RC != 0)); then
+WATCHED=0
+if [[ -n "$WATCH" ]]; then
+  wait "$WATCH" || WATCHED=$?  # ends with the trainer; 1 when it stopped the run and named the node
+fi
+if ((RC != 0 && WATCHED == 0)); then
   "$PYTHON" -m recipes.doctor --address "$RAY_ADDRESS" --lost-nodes || true
 fi
 exit "$RC"
