@@ -71,15 +71,21 @@ def export(checkpoints: Path, out: Path) -> Path:
     return out
 
 
-def train_sft(out: Path, quick: bool) -> Path:
+def sft_lr_overrides(lr: float | None) -> list[str]:
+    """The cold start's (and its control's) learning rate when not the recipe's (sft_tiny.yaml)."""
+    return [] if lr is None else [f"optim.lr={lr}"]
+
+
+def train_sft(out: Path, quick: bool, steps: int = SFT_STEPS, lr: float | None = None) -> Path:
     """The cold start on verl's SFT trainer; returns its exported HF folder (reused when present)."""
     model = out / "models" / "sft"
     if (model / "config.json").is_file():
         print(f"[demo] reusing the cold start {model}")
         return model
     checkpoints = out / "checkpoints" / "sft"
-    steps = 4 if quick else SFT_STEPS
+    steps = 4 if quick else steps
     overrides = [
+        *sft_lr_overrides(lr),
         *asset_overrides(out, quick),
         f"trainer.total_training_steps={steps}",
         f"trainer.save_freq={steps}",
@@ -108,7 +114,9 @@ def train_sft(out: Path, quick: bool) -> Path:
     return export(checkpoints, model)
 
 
-def train_sft_control(out: Path, init: Path, grpo_seconds: float, quick: bool) -> Path | None:
+def train_sft_control(
+    out: Path, init: Path, grpo_seconds: float, quick: bool, lr: float | None = None
+) -> Path | None:
     """The fair control when exact targets exist: more SFT from the same cold start, for GRPO's wall
     time (verl's SFT trainer again, `model.path` = the cold start); its exported folder."""
     model = out / "models" / "sft_control"
@@ -124,6 +132,7 @@ def train_sft_control(out: Path, init: Path, grpo_seconds: float, quick: bool) -
     print(f"[demo] SFT control: {steps} more SFT steps for GRPO's {grpo_seconds:.0f} s of training steps")
     overrides = [
         *asset_overrides(out, quick),
+        *sft_lr_overrides(lr),
         f"model.path={init}",
         f"trainer.total_training_steps={steps}",
         f"trainer.save_freq={steps}",
@@ -576,6 +585,15 @@ def main(argv: list[str] | None = None) -> Path:
         action="store_true",
         help="skip the equal-compute control (more SFT from the cold start for GRPO's training time)",
     )
+    parser.add_argument(
+        "--sft-steps", type=int, default=SFT_STEPS, help=f"the cold start's SFT steps (default {SFT_STEPS})"
+    )
+    parser.add_argument(
+        "--sft-lr",
+        type=float,
+        default=None,
+        help="the cold start's (and the control's) SFT lr (sft_tiny.yaml's)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the GRPO recipe")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -598,7 +616,7 @@ def main(argv: list[str] | None = None) -> Path:
     tiny_assets.ensure(cfg, progress=False)
     t = stage("assets", t0)
     print("[demo] 2/5 cold start (verl sft_trainer)")
-    sft = train_sft(out, args.quick)
+    sft = train_sft(out, args.quick, args.sft_steps, args.sft_lr)
     t = stage("cold start", t)
     print("[demo] 3/5 GRPO (verl main_ppo)")
     grpo = train_grpo(out, sft, args.quick, args.overrides)
@@ -612,7 +630,7 @@ def main(argv: list[str] | None = None) -> Path:
     control = None
     if not args.no_sft_control:
         print("[demo] 4/5 equal-compute SFT control (verl sft_trainer from the cold start)")
-        control = train_sft_control(out, sft, grpo_train_seconds, args.quick)
+        control = train_sft_control(out, sft, grpo_train_seconds, args.quick, args.sft_lr)
         t = stage("SFT control", t)
     records = Path(str(cfg.assets.data.dir)) / "eval"
     limit = args.limit or (4 if args.quick else None)

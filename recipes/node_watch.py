@@ -102,8 +102,16 @@ def watch(
     """Poll `nodes()` until the trainer `pid` ends (0) or a node of the run is lost (1, trainer stopped)."""
     wait = wait or threading.Event().wait
     loss = NodeLoss()
+    first = True
     while alive(pid):
         lost = loss.update(nodes())
+        if first:
+            print(
+                f"[node_watch] watching {len(loss.seen_alive)} Ray node(s) for the run (pid {pid})",
+                file=out,
+                flush=True,
+            )
+            first = False
         if lost:
             for node in lost:
                 print(f"error: Ray node {describe(node)} was lost mid-run", file=out, flush=True)

@@ -292,3 +292,61 @@ def test_4_sigkill_during_a_checkpoint_save_keeps_the_previous_one(cluster):
     assert metric_steps(cluster.tmp / "run5.jsonl") == list(range(step + 1, 11))
     assert tracker_step(ckpt) == 10 and complete_step(ckpt, 10)
     print(f"\n[run 5] resumed at {step + 1}, finished step 10 in {time.monotonic() - started:.0f} s")
+
+
+#: A driver that never notices a lost node: an actor placed on the second node, then a wait for ever (as
+#: a rank waits in a collective on a host that vanished, which gloo notices only at its 30 min timeout).
+STUCK_DRIVER = """
+import os, sys, threading, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+@ray.remote(num_cpus=0)
+class Held:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+held = Held.options(scheduling_strategy=NodeAffinitySchedulingStrategy(sys.argv[1], soft=False)).remote()
+print("placed on", ray.get(held.node.remote()), flush=True)
+threading.Event().wait()
+"""
+
+
+def test_6_node_watch_stops_a_run_that_would_wait_for_ever(cluster):
+    """recipes/node_watch.py (which train.sh starts beside a trainer joined to a cluster) on real raylets:
+    a stuck driver with an actor on the second node; that node SIGKILLed; the watch names the node, stops
+    the driver and exits 1, within Ray's health check (about 30 s) plus its 2 s poll."""
+    node = next(n for n in cluster.alive_nodes() if not n["is_head_node"])
+    env = {**cluster.client_env(), "RAY_ADDRESS": cluster.gcs}
+    stuck = subprocess.Popen(
+        [sys.executable, "-c", STUCK_DRIVER, node["node_id"]],
+        cwd=REPO,
+        env={**env, "RAY_AUTH_MODE": "token"},  # the watch must find the mode itself, as train.sh's does
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    watch = None
+    try:
+        assert stuck.stdout.readline().strip() == f"placed on {node['node_id']}"
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "recipes.node_watch", "--address", cluster.gcs, "--pid", str(stuck.pid)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        first = watch.stdout.readline()  # after its first look at the node table
+        assert first.startswith("[node_watch] watching 2 Ray node(s)"), first
+        killed_at = time.monotonic()
+        cluster.kill_node(len(cluster.nodes) - 1)
+        out, _ = watch.communicate(timeout=LOST_NODE_BOUND)
+        to_end = time.monotonic() - killed_at
+        assert watch.returncode == 1, out
+        assert f"error: Ray node {node['node_id']}" in out and "was lost mid-run" in out, out
+        assert stuck.wait(timeout=60) == -15  # SIGTERM
+    finally:
+        for proc in (stuck, watch):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    print(f"\n[watch] node {node['node_id'][:8]} SIGKILLed: the stuck driver stopped after {to_end:.0f} s")
+    cluster.add_node()
