@@ -343,7 +343,8 @@ def test_6_node_watch_stops_a_run_that_would_wait_for_ever(cluster):
         to_end = time.monotonic() - killed_at
         assert watch.returncode == 1, out
         assert f"error: Ray node {node['node_id']}" in out and "was lost mid-run" in out, out
-        assert stuck.wait(timeout=60) == -15  # SIGTERM
+        # SIGTERM: ray.init installs a handler that exits with the signal number (ray/_private/worker.py:1675)
+        assert stuck.wait(timeout=60) in (15, -15)
     finally:
         for proc in (stuck, watch):
             if proc is not None and proc.poll() is None:
