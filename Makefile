@@ -101,7 +101,7 @@ setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ on Python 3.12 from requirements-gpu
 test: $(ENV_DEPS) browser ## Run the fast test suite (offline, CPU)
 	$(RUN) $(PY) -m pytest -m "not slow and not cluster" --timeout=900 $(PYTEST_ARGS)
 
-test-slow: $(ENV_DEPS) browser ## Run the slow tests too (a measured GRPO learning run on verl, ~12 min)
+test-slow: $(ENV_DEPS) browser ## Run the slow tests too (a measured GRPO learning run on verl at the demo's sizes, ~27 min more)
 	$(RUN) $(PY) -m pytest -m "not cluster" --timeout=3600 $(PYTEST_ARGS)
 
 # Real multi-node runs on this machine (recipes/multinode.md): two Ray nodes through `make train` and
@@ -121,7 +121,7 @@ style: $(ENV_DEPS) ## Fix what ruff can fix and format the code
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-demo: $(ENV_DEPS) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report
+demo: $(ENV_DEPS) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report (~33 min on 2 cores)
 	$(RUN) $(PY) -m recipes.demo $(ARGS)
 
 bench: $(ENV_DEPS) ## Benchmarks of every stage; results in outputs/bench/

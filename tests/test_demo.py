@@ -9,8 +9,10 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     from recipes.demo import main
 
     out = tmp_path / "demo"
-    report = main(["--quick", "--out", str(out)])
+    report = main(["--quick", "--out", str(out), "--sft-lr", "3e-3"])
     text = report.read_text()
+    # the cold start's lr, as given, is what it ran with and what the report says it saw
+    assert json.loads((out / "run" / "sft.json").read_text())["lr"] == 3e-3 and "lr 0.003" in text
     assert "not, and do not estimate, the paper's scores" in text
     assert "Table 1 in miniature" in text and "What each stage saw" in text and "Learning health" in text
     for row in (
@@ -61,5 +63,5 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     assert any(t["output_image"] for t in oracle)
 
     mtimes = {p: p.stat().st_mtime for p in traces}
-    main(["--quick", "--out", str(out)])  # a rerun reuses every finished stage and item
+    main(["--quick", "--out", str(out), "--sft-lr", "3e-3"])  # a rerun reuses every finished stage and item
     assert all(p.stat().st_mtime == m for p, m in mtimes.items())
