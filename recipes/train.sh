@@ -36,9 +36,12 @@ wait "$TRAINER" || RC=$?
 if ((RC > 128)) && kill -0 "$TRAINER" 2>/dev/null; then wait "$TRAINER" || RC=$?; fi  # woken by a trap
 WATCHED=0
 if [[ -n "$WATCH" ]]; then
-  wait "$WATCH" || WATCHED=$?  # ends with the trainer; 1 when it stopped the run and named the node
+  # it sees the trainer gone within its 2 s poll; one that cannot (stuck reaching the cluster) is stopped
+  for _ in $(seq 50); do kill -0 "$WATCH" 2>/dev/null || break; sleep 0.2; done
+  kill -TERM "$WATCH" 2>/dev/null || true
+  wait "$WATCH" || WATCHED=$?  # 1: it stopped the run and named the lost node
 fi
-if ((RC != 0 && WATCHED == 0)); then
+if ((RC != 0 && WATCHED != 1)); then
   "$PYTHON" -m recipes.doctor --address "$RAY_ADDRESS" --lost-nodes || true
 fi
 exit "$RC"

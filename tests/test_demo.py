@@ -13,6 +13,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     text = report.read_text()
     # the cold start's lr, as given, is what it ran with and what the report says it saw
     assert json.loads((out / "run" / "sft.json").read_text())["lr"] == 3e-3 and "lr 0.003" in text
+    assert "picked from 2e-4 and 6e-4 on these held-out items" in text  # how GRPO's lr was chosen
     assert "not, and do not estimate, the paper's scores" in text
     assert "Table 1 in miniature" in text and "What each stage saw" in text and "Learning health" in text
     for row in (

@@ -248,3 +248,26 @@ def test_preflight_on_a_gcs_address_counts_the_clusters_gpus(ray_head, tmp_path)
     finally:
         os.environ.clear()
         os.environ.update(before)
+
+
+def test_train_sh_joined_to_a_cluster_ends_with_the_trainer_and_its_code(ray_head, tmp_path):
+    """`RAY_ADDRESS=HEAD:6379 bash recipes/train.sh` starts recipes/node_watch.py beside the trainer; a
+    trainer that fails at once (an override verl's config does not have) ends the script with its exit
+    code, the watch gone with it (none left to hang the job), and no node named as lost."""
+    env = {**ray_head["env"], "RAY_ADDRESS": ray_head["gcs"], "PYTHONPATH": str(REPO)}
+    env.pop("DRY_RUN", None)
+    proc = subprocess.run(
+        ["bash", str(REPO / "recipes" / "train.sh"), "no_such_key=1"],
+        cwd=REPO,
+        env={**env, "RECIPE": "imageedit_r1_tiny", "NODES": "1", "GPUS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "does not compose" in out and "was lost" not in out, out[-3000:]
+    left = subprocess.run(
+        ["pgrep", "-f", f"recipes.node_watch --address {ray_head['gcs']}"], capture_output=True
+    )
+    assert left.returncode == 1, left.stdout  # no watch left running
