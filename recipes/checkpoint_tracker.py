@@ -16,27 +16,26 @@ saves (which write no tracker here) alone.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
+from verl.utils.checkpoint.checkpoint_manager import get_checkpoint_tracker_filename
 
-TRACKER = "latest_checkpointed_iteration.txt"
+from inference.fileio import write_text
 
 
 def write_tracker(folder: Path, step: int | None) -> None:
-    """`latest_checkpointed_iteration.txt` = step (removed for None), replaced atomically."""
-    path = folder / TRACKER
+    """verl's tracker file = step (removed for None), replaced atomically."""
+    path = Path(get_checkpoint_tracker_filename(str(folder)))
     if step is None:
         path.unlink(missing_ok=True)
-        return
-    tmp = path.with_name(f".{TRACKER}.{os.getpid()}.tmp")
-    tmp.write_text(str(step))
-    os.replace(tmp, path)
+    else:
+        write_text(path, str(step))
 
 
 def read_tracker(folder: Path) -> int | None:
-    text = (folder / TRACKER).read_text().strip() if (folder / TRACKER).is_file() else ""
+    path = Path(get_checkpoint_tracker_filename(str(folder)))
+    text = path.read_text().strip() if path.is_file() else ""
     return int(text) if text else None
 
 
@@ -45,15 +44,15 @@ class TrackerAfterMetrics(CheckpointCallback):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self.folder = Path(str(config.trainer.default_local_dir)) if config is not None else None
-        self.committed = read_tracker(self.folder) if self.folder else None  # what a resume would use
+        self.folder = Path(str(config.trainer.default_local_dir))
+        self.committed = read_tracker(self.folder)  # what a resume would use
         self.pending: int | None = None
         self.wrapped = False
 
     def on_save(
         self, trainer, global_step: int, checkpoint_dir: str, async_save: bool = False, **kwargs
     ) -> None:
-        if async_save or self.folder is None:
+        if async_save:
             return
         previous = self.committed
         if previous is not None and not (self.folder / f"global_step_{previous}").is_dir():

@@ -80,12 +80,7 @@ def export(checkpoints: Path, out: Path) -> Path:
     return out
 
 
-def sft_lr_overrides(lr: float | None) -> list[str]:
-    """The cold start's (and its control's) learning rate when not the recipe's (sft_tiny.yaml)."""
-    return [] if lr is None else [f"optim.lr={lr}"]
-
-
-def train_sft(out: Path, quick: bool, steps: int = SFT_STEPS, lr: float | None = SFT_LR) -> Path:
+def train_sft(out: Path, quick: bool, steps: int = SFT_STEPS, lr: float = SFT_LR) -> Path:
     """The cold start on verl's SFT trainer; returns its exported HF folder (reused when present)."""
     model = out / "models" / "sft"
     if (model / "config.json").is_file():
@@ -94,7 +89,7 @@ def train_sft(out: Path, quick: bool, steps: int = SFT_STEPS, lr: float | None =
     checkpoints = out / "checkpoints" / "sft"
     steps = 4 if quick else steps
     overrides = [
-        *sft_lr_overrides(lr),
+        f"optim.lr={lr}",
         *asset_overrides(out, quick),
         f"trainer.total_training_steps={steps}",
         f"trainer.save_freq={steps}",
@@ -124,7 +119,7 @@ def train_sft(out: Path, quick: bool, steps: int = SFT_STEPS, lr: float | None =
 
 
 def train_sft_control(
-    out: Path, init: Path, grpo_seconds: float, quick: bool, lr: float | None = None
+    out: Path, init: Path, grpo_seconds: float, quick: bool, lr: float = SFT_LR
 ) -> Path | None:
     """The fair control when exact targets exist: more SFT from the same cold start, for GRPO's wall
     time (verl's SFT trainer again, `model.path` = the cold start); its exported folder."""
@@ -141,7 +136,7 @@ def train_sft_control(
     print(f"[demo] SFT control: {steps} more SFT steps for GRPO's {grpo_seconds:.0f} s of training steps")
     overrides = [
         *asset_overrides(out, quick),
-        *sft_lr_overrides(lr),
+        f"optim.lr={lr}",
         f"model.path={init}",
         f"trainer.total_training_steps={steps}",
         f"trainer.save_freq={steps}",

@@ -72,23 +72,15 @@ def stop(pid: int, grace: float, wait: Callable[[float], bool]) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    if not wait_until(lambda: not alive(pid), grace, wait):
+    waited, step = 0.0, 0.5
+    while alive(pid) and waited < grace:
+        wait(step)
+        waited += step
+    if alive(pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def wait_until(
-    done: Callable[[], bool], seconds: float, wait: Callable[[float], bool], step: float = 0.5
-) -> bool:
-    waited = 0.0
-    while not done():
-        if waited >= seconds:
-            return False
-        wait(step)
-        waited += step
-    return True
 
 
 def watch(
