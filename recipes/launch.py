@@ -197,6 +197,8 @@ def metrics_path(config: DictConfig, environ: dict[str, str] | None = None) -> P
 
 #: verl imports it in every process (VERL_USE_EXTERNAL_MODULES): its file logger appends across restarts.
 METRICS_LOG_MODULE = "recipes.metrics_log"
+#: Likewise: the trainer's W&B table of validation samples with their images (`val/samples`).
+VALIDATION_SAMPLES_MODULE = "recipes.validation_samples"
 #: In the run's checkpoint folder (what verl resumes from, so what identifies the run): the W&B run id
 #: every attempt of the run resumes (WANDB_RUN_ID).
 WANDB_ID_FILE = "wandb_run_id"
@@ -243,14 +245,15 @@ def wandb_resume_env(config: DictConfig, environ: dict[str, str]) -> dict[str, s
 
 
 def external_modules(config: DictConfig, environ: dict[str, str]) -> str:
-    """VERL_USE_EXTERNAL_MODULES for every process: the appending metrics logger, the user's own modules,
-    and the CPU plugin for a CPU recipe only (a GPU recipe's workers never load it, whatever the shell
-    holds)."""
+    """VERL_USE_EXTERNAL_MODULES for every process: the appending metrics logger, the validation-samples
+    table, the user's own modules, and the CPU plugin for a CPU recipe only (a GPU recipe's workers never
+    load it, whatever the shell holds)."""
     from recipes.verl_cpu import PLUGIN_MODULE
 
     given = [m.strip() for m in environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m.strip()]
-    mine = [METRICS_LOG_MODULE, *([PLUGIN_MODULE] if is_cpu(config) else [])]
-    return ",".join([*mine, *(m for m in given if m not in (METRICS_LOG_MODULE, PLUGIN_MODULE))])
+    ours = (METRICS_LOG_MODULE, VALIDATION_SAMPLES_MODULE)
+    mine = [*ours, *([PLUGIN_MODULE] if is_cpu(config) else [])]
+    return ",".join([*mine, *(m for m in given if m not in (*ours, PLUGIN_MODULE))])
 
 
 def is_secret(name: str) -> bool:

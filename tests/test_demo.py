@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from wandb_files import read_wandb_tables
+
 
 def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     from recipes.demo import main
@@ -57,6 +59,28 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     ):
         assert all(key in r["data"] for r in rows if r["step"] > 0), key
     assert sorted(p.stem for p in (out / "run" / "validation").glob("*.jsonl")) == ["0", "2"]
+    # W&B's table of validation samples: the image beside request, answer and reward components, the
+    # same items at each validation (recipes/validation_samples.py)
+    table = read_wandb_tables(next((out / "run").glob("wandb/offline-run-*")), "val/samples")[-1]
+    columns = table["columns"]
+    assert columns == [
+        "step",
+        "item",
+        "image",
+        "request",
+        "answer",
+        "reward",
+        "format",
+        "action",
+        "subject",
+        "goal",
+    ]
+    rows = [dict(zip(columns, row, strict=True)) for row in table["data"]]
+    assert sorted({r["step"] for r in rows}) == [0, 2] and len(rows) == 8  # 4 held-out items, 2 validations
+    assert [r["item"] for r in rows if r["step"] == 0] == [r["item"] for r in rows if r["step"] == 2]
+    for r in rows:
+        assert r["image"]["_type"] == "image-file" and r["request"] and 0 <= r["reward"] <= 1
+        assert table["files"][r["image"]["path"]].read_bytes().startswith(b"\x89PNG")
     traces = list((out / "pipeline" / "grpo" / "single").glob("*.json"))
     assert len(traces) == 4
     # oracle decomposition + exact tool editor: some items are edited exactly

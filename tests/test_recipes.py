@@ -253,13 +253,17 @@ def test_cpu_recipe_runs_verls_own_trainer_through_the_same_plan():
     plugin = launch_env()
     modules = plugin.pop("VERL_USE_EXTERNAL_MODULES")
     assert p.on_cpu and plugin.items() <= p.env.items()  # the CPU plugin's variables, in worker_env
-    assert p.env["VERL_USE_EXTERNAL_MODULES"].split(",") == [launch.METRICS_LOG_MODULE, modules]
+    assert p.env["VERL_USE_EXTERNAL_MODULES"].split(",") == [
+        launch.METRICS_LOG_MODULE,
+        launch.VALIDATION_SAMPLES_MODULE,
+        modules,
+    ]
     assert p.env["VERL_FILE_LOGGER_PATH"] == f"{REPO}/outputs/runs/tiny_grpo/metrics.jsonl"
 
 
 def test_a_cpu_runs_leftover_variables_never_reach_a_gpu_recipes_workers():
     """A shell that ran the CPU recipe by hand keeps VERL_PLATFORM=cpu and the plugin module: a GPU
-    recipe's workers get the appending metrics logger and the user's own modules only."""
+    recipe's workers get our two trainer modules and the user's own modules only."""
     from recipes.verl_cpu import PLUGIN_MODULE
 
     shell = {
@@ -269,7 +273,9 @@ def test_a_cpu_runs_leftover_variables_never_reach_a_gpu_recipes_workers():
     }
     env = launch.worker_env(launch.compose(PAPER), shell)
     assert "VERL_PLATFORM" not in env
-    assert env["VERL_USE_EXTERNAL_MODULES"] == f"{launch.METRICS_LOG_MODULE},my_pkg.plugin"
+    assert env["VERL_USE_EXTERNAL_MODULES"] == (
+        f"{launch.METRICS_LOG_MODULE},{launch.VALIDATION_SAMPLES_MODULE},my_pkg.plugin"
+    )
     assert env["WANDB_RESUME"] == "allow" and env["WANDB_RUN_ID"]
 
 

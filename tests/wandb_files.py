@@ -44,18 +44,8 @@ def read_wandb_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
     Lets a test assert from what W&B itself recorded, not only from metrics.jsonl.
     """
-    from wandb.proto import wandb_internal_pb2
-
-    files = sorted(Path(run_dir).glob("*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"no .wandb file in W&B run folder {run_dir}")
-    data = files[0].read_bytes()
-    if not data.startswith(b":W&B"):
-        raise ValueError(f"{files[0]} is not a W&B run file (no :W&B header)")
     rows = []
-    for payload in _leveldb_records(data):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+    for record in _records(run_dir):
         if record.WhichOneof("record_type") != "history":
             continue
         row = {}
@@ -64,3 +54,35 @@ def read_wandb_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
             row[key] = json.loads(item.value_json)
         rows.append(row)
     return rows
+
+
+def _records(run_dir: str | os.PathLike) -> Iterator[Any]:
+    """The records of a local W&B run's `.wandb` file (protobuf `Record`s), in order."""
+    from wandb.proto import wandb_internal_pb2
+
+    files = sorted(Path(run_dir).glob("*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no .wandb file in W&B run folder {run_dir}")
+    data = files[0].read_bytes()
+    if not data.startswith(b":W&B"):
+        raise ValueError(f"{files[0]} is not a W&B run file (no :W&B header)")
+    for payload in _leveldb_records(data):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        yield record
+
+
+def read_wandb_tables(run_dir: str | os.PathLike, key: str) -> list[dict[str, Any]]:
+    """Every logged version of the W&B table `key`, as W&B will upload it: the `run_table` artifact
+    wandb 0.31 logs for each table (the run's own media/table file stores images as the string
+    "Image"), its JSON read from the staged file, and `files` = artifact path -> staged local file
+    (the images: `media/images/*.png`)."""
+    tables = []
+    for record in _records(run_dir):
+        if record.WhichOneof("record_type") != "artifact" or record.artifact.type != "run_table":
+            continue
+        files = {entry.path: Path(entry.local_path) for entry in record.artifact.manifest.contents}
+        name = f"{key}.table.json"
+        if name in files:
+            tables.append({**json.loads(files[name].read_text()), "files": files})
+    return tables
