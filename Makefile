@@ -121,7 +121,7 @@ style: $(ENV_DEPS) ## Fix what ruff can fix and format the code
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-demo: $(ENV_DEPS) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report (~33 min on 2 cores)
+demo: $(ENV_DEPS) ## The whole loop on CPU: synthetic data -> cold start -> GRPO -> pipeline -> eval report (~36 min on 2 cores)
 	$(RUN) $(PY) -m recipes.demo $(ARGS)
 
 bench: $(ENV_DEPS) ## Benchmarks of every stage; results in outputs/bench/
