@@ -101,7 +101,7 @@ setup-gpu: $(GPU_STAMP) ## GPU node: .venv/ on Python 3.12 from requirements-gpu
 test: $(ENV_DEPS) browser ## Run the fast test suite (offline, CPU)
 	$(RUN) $(PY) -m pytest -m "not slow and not cluster" --timeout=900 $(PYTEST_ARGS)
 
-test-slow: $(ENV_DEPS) browser ## Run the slow tests too (a measured GRPO learning run on verl at the demo's sizes, ~27 min more)
+test-slow: $(ENV_DEPS) browser ## Run the slow tests too (a measured GRPO learning run on verl at the demo's sizes, ~30 min more)
 	$(RUN) $(PY) -m pytest -m "not cluster" --timeout=3600 $(PYTEST_ARGS)
 
 # Real multi-node runs on this machine (recipes/multinode.md): two Ray nodes through `make train` and
