@@ -55,9 +55,6 @@ class RecordingLoader:
             self.batches.append(batch)
             yield batch
 
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
 
 def prompt_image(messages: Any) -> Any:
     """The first image of verl's `raw_prompt` (RLHFDataset `_build_messages`: a content item
