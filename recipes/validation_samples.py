@@ -11,8 +11,10 @@ This module registers, under verl's own name `sync` (the mode our recipes use; v
 name, so it keeps it), `PPOTrainerSync` with `ValidationSamples` mixed in. The mixin adds `val/samples`
 (one row per sample: step, item, image, request, answer, reward, the four components) next to verl's
 own table, which it leaves as it is. It reads what verl's `_validate` already holds: the validation
-batches (their images and `extra_info`), the samples' uids, answers and reward components; it calls
-no verl internals beyond the three methods it extends. The other trainer modes keep verl's table only.
+batches (their images and `extra_info`), the samples' uids, answers and reward components; of verl's trainer it
+uses the three methods it extends and the attributes `val_dataloader`, `config` and `global_steps`. It
+holds the validation's batch dicts until the validation ends (references; the images of data_prep's parquet files stay as their
+encoded bytes). The other trainer modes keep verl's table only.
 
 The registration runs when verl's `trainer_sync` module is imported (wrapt's post-import hook), so a
 process that never builds a trainer (FSDP, rollout and reward workers) imports nothing more. verl
